@@ -1,0 +1,51 @@
+//! The backend-neutral core of kube-proxy-rs: it watches nothing and programs nothing itself,
+//! but turns Kubernetes objects into minimal change sets and drives a [`Dataplane`] with them.
+//!
+//! ```text
+//!  Service / EndpointSlice / Node objects (k8s-openapi)
+//!        │  convert: validated; bad fields become ModelErrors, the rest is used
+//!        ▼
+//!  ServiceChangeTracker ── touched service ports, net of churn
+//!        │  drain() → ChangeSet: only ports whose effective state changed
+//!        ▼
+//!  ProxyState (desired state, cheap to clone) + select_endpoints (per node)
+//!        │
+//!  Reconciler: min/max sync period, retry with backoff, full sync after failure
+//!        ▼
+//!  Box<dyn Dataplane>: nftables | iptables | ipvs | yours
+//! ```
+//!
+//! A CNI author implements [`Dataplane`], feeds events through a [`TrackerHandle`], and runs a
+//! [`Reconciler`]; see the `custom_dataplane` example and the book.
+
+mod changes;
+pub mod convert;
+mod dataplane;
+mod error;
+mod handle;
+pub mod model;
+mod readiness;
+mod reconciler;
+mod recording;
+mod selection;
+mod state;
+mod tracker;
+
+pub use changes::{Change, ChangeSet};
+pub use convert::ConversionOptions;
+pub use dataplane::{BoxError, Dataplane, DataplaneError};
+pub use error::{ModelError, ObjectKind, ObjectRef};
+pub use handle::TrackerHandle;
+pub use model::{
+    Endpoint, IpFamily, NamespacedName, NodeInfo, Protocol, ServicePort, ServicePortName,
+    SessionAffinity,
+};
+pub use readiness::{Readiness, SourceReady};
+pub use reconciler::{Reconciler, ReconcilerConfig, SyncKind, SyncStatus};
+pub use recording::{RecordedCall, RecordingDataplane};
+pub use selection::{SelectedEndpoints, select_endpoints};
+pub use state::{ProxyState, ServicePortState};
+pub use tracker::ServiceChangeTracker;
+
+/// `async_trait`, re-exported so implementers of [`Dataplane`] need no dependency of their own.
+pub use async_trait::async_trait;

@@ -1,0 +1,84 @@
+//! The desired state: what every service port should look like after the last drain.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::changes::ChangeSet;
+use crate::model::{Endpoint, NodeInfo, ServicePort, ServicePortName};
+
+/// The effective state of one service port: the port and all its endpoints, sorted by address
+/// and port, each address counted once. Both families are present; endpoint selection and
+/// family filtering happen in the dataplane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePortState {
+    /// The service port.
+    pub port: ServicePort,
+    /// Every endpoint the EndpointSlices list for it, whatever its conditions.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// The desired state of the whole proxy, as of the last [`drain`](crate::ServiceChangeTracker::drain).
+///
+/// Cloning is O(1) (two `Arc`s); the tracker copies the map on its next drain only while a
+/// clone is still alive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyState {
+    services: Arc<BTreeMap<ServicePortName, Arc<ServicePortState>>>,
+    node: Arc<NodeInfo>,
+}
+
+impl ProxyState {
+    /// The state of one service port.
+    pub fn get(&self, name: &ServicePortName) -> Option<&Arc<ServicePortState>> {
+        self.services.get(name)
+    }
+
+    /// Every service port, in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&ServicePortName, &Arc<ServicePortState>)> {
+        self.services.iter()
+    }
+
+    /// The number of service ports.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether there is no service port at all.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// The node this proxy runs on.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Applies a drained change set: the state it was drained against becomes the state after.
+    pub fn apply(&mut self, changes: &ChangeSet) {
+        if let Some(node) = changes.node() {
+            self.node = Arc::new(node.clone());
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let services = Arc::make_mut(&mut self.services);
+        for (name, change) in changes.iter() {
+            match &change.current {
+                Some(current) => {
+                    services.insert(name.clone(), Arc::clone(current));
+                }
+                None => {
+                    services.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Builds a state from its parts; the reference model and tests use it.
+    pub fn from_parts(
+        services: BTreeMap<ServicePortName, Arc<ServicePortState>>,
+        node: NodeInfo,
+    ) -> Self {
+        Self { services: Arc::new(services), node: Arc::new(node) }
+    }
+}

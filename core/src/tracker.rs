@@ -1,0 +1,253 @@
+//! Turns a stream of Service and EndpointSlice events into minimal change sets.
+//!
+//! The tracker keeps every converted object it was given, and a set of the service ports an
+//! event may have touched since the last drain. Draining recomputes only those ports from the
+//! store and compares each with the state of the previous drain; ports whose state came back
+//! to where it was are dropped. That makes the result minimal by construction, whatever the
+//! churn in between, and the cost of a drain proportional to what was touched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::changes::{Change, ChangeSet};
+use crate::convert::{self, ConversionOptions, EndpointSliceInfo, ServiceInfo};
+use crate::error::ModelError;
+use crate::model::{Endpoint, NamespacedName, NodeInfo, ServicePort, ServicePortName};
+use crate::state::{ProxyState, ServicePortState};
+
+/// Collects Service and EndpointSlice events and hands out what changed.
+///
+/// # Example
+///
+/// ```
+/// use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+/// use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+/// use kproxy_core::{NodeInfo, ServiceChangeTracker};
+///
+/// let mut tracker = ServiceChangeTracker::new(NodeInfo::named("node-a"), Default::default());
+/// let service = Service {
+///     metadata: ObjectMeta { namespace: Some("ns".into()), name: Some("web".into()), ..Default::default() },
+///     spec: Some(ServiceSpec {
+///         cluster_ip: Some("10.96.0.10".into()),
+///         ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, ..Default::default() }]),
+///         ..Default::default()
+///     }),
+///     ..Default::default()
+/// };
+/// assert!(tracker.upsert_service(&service).is_empty());
+/// assert_eq!(tracker.drain().len(), 1);
+///
+/// // Deleting and re-adding the same object nets to nothing.
+/// tracker.delete_service("ns", "web");
+/// tracker.upsert_service(&service);
+/// assert!(tracker.drain().is_empty());
+/// ```
+#[doc(alias = "EndpointsChangeTracker")]
+#[derive(Debug)]
+pub struct ServiceChangeTracker {
+    options: ConversionOptions,
+    services: HashMap<NamespacedName, Vec<ServicePort>>,
+    slices: HashMap<NamespacedName, EndpointSliceInfo>,
+    slices_by_service: HashMap<NamespacedName, BTreeSet<String>>,
+    touched: BTreeSet<ServicePortName>,
+    node: NodeInfo,
+    node_changed: bool,
+    state: ProxyState,
+}
+
+impl ServiceChangeTracker {
+    /// A tracker for a proxy on `node`.
+    pub fn new(node: NodeInfo, options: ConversionOptions) -> Self {
+        Self {
+            options,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slices_by_service: HashMap::new(),
+            touched: BTreeSet::new(),
+            state: ProxyState::from_parts(BTreeMap::new(), node.clone()),
+            node,
+            node_changed: false,
+        }
+    }
+
+    /// Adds or replaces a Service. Returns the problems met converting it; its usable parts
+    /// are taken all the same.
+    pub fn upsert_service(&mut self, service: &Service) -> Vec<ModelError> {
+        let converted = convert::service(service, &self.options);
+        self.put_service(converted.value);
+        converted.errors
+    }
+
+    /// Adds or replaces an already converted Service.
+    pub fn put_service(&mut self, service: ServiceInfo) {
+        let ServiceInfo { key, ports } = service;
+        self.touch_ports(&ports);
+        let previous = if ports.is_empty() {
+            self.services.remove(&key)
+        } else {
+            self.services.insert(key, ports)
+        };
+        self.touch_ports(previous.iter().flatten());
+    }
+
+    /// Removes a Service.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        let removed = self.services.remove(&NamespacedName::new(namespace, name));
+        self.touch_ports(removed.iter().flatten());
+    }
+
+    /// Adds or replaces an EndpointSlice. Returns the problems met converting it; its usable
+    /// parts are taken all the same.
+    pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) -> Vec<ModelError> {
+        let converted = convert::endpoint_slice(slice, &self.options);
+        self.put_endpoint_slice(converted.value);
+        converted.errors
+    }
+
+    /// Adds or replaces an already converted EndpointSlice.
+    pub fn put_endpoint_slice(&mut self, slice: EndpointSliceInfo) {
+        self.touch_slice(&slice);
+        let key = slice.key.clone();
+        if let Some(service) = &slice.service {
+            self.slices_by_service.entry(service.clone()).or_default().insert(key.name.clone());
+        }
+        if let Some(previous) = self.slices.insert(key, slice) {
+            self.forget_slice(&previous);
+        }
+    }
+
+    /// Removes an EndpointSlice.
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+        if let Some(previous) = self.slices.remove(&NamespacedName::new(namespace, name)) {
+            self.forget_slice(&previous);
+        }
+    }
+
+    /// Sets this node's information (zone, pod CIDRs, addresses). A change is reported by the
+    /// next drain.
+    pub fn set_node(&mut self, node: NodeInfo) {
+        if node != self.node {
+            self.node = node;
+            self.node_changed = true;
+        }
+    }
+
+    /// How many service ports events have touched since the last drain (an upper bound of the
+    /// next change set's size).
+    pub fn pending(&self) -> usize {
+        self.touched.len() + usize::from(self.node_changed)
+    }
+
+    /// Hands out what changed since the last drain and makes it the new baseline.
+    #[doc(alias = "checkout")]
+    pub fn drain(&mut self) -> ChangeSet {
+        let touched = std::mem::take(&mut self.touched);
+        let mut changes = BTreeMap::new();
+        for name in touched {
+            let current = self.compute(&name);
+            let previous = self.state.get(&name);
+            let unchanged = match (previous, &current) {
+                (None, None) => true,
+                (Some(previous), Some(current)) => **previous == *current,
+                _ => false,
+            };
+            if !unchanged {
+                let change = Change { previous: previous.cloned(), current: current.map(Arc::new) };
+                changes.insert(name, change);
+            }
+        }
+        let node = std::mem::take(&mut self.node_changed).then(|| self.node.clone());
+        let changes = ChangeSet::new(changes, node);
+        self.state.apply(&changes);
+        changes
+    }
+
+    /// The desired state as of the last drain.
+    pub fn state(&self) -> ProxyState {
+        self.state.clone()
+    }
+
+    /// The node as last set (possibly not yet drained).
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Recomputes one service port from the store.
+    fn compute(&self, name: &ServicePortName) -> Option<ServicePortState> {
+        let service = NamespacedName::new(name.namespace.clone(), name.name.clone());
+        let port = self.services.get(&service)?.iter().find(|port| port.name == *name)?;
+        Some(ServicePortState { port: port.clone(), endpoints: self.endpoints_of(&service, name) })
+    }
+
+    /// Merges the endpoints of every slice of `service` for one port. An address listed by two
+    /// slices counts once: the copy from the first slice in name order, unless a later copy is
+    /// local and the first is not (upstream prefers the local copy).
+    fn endpoints_of(&self, service: &NamespacedName, name: &ServicePortName) -> Vec<Endpoint> {
+        let mut merged: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
+        let Some(slice_names) = self.slices_by_service.get(service) else { return Vec::new() };
+        for slice_name in slice_names {
+            let key = NamespacedName::new(service.namespace.clone(), slice_name.clone());
+            let Some(slice) = self.slices.get(&key) else { continue };
+            let ports = slice.ports.iter().filter(|p| p.name == name.port && p.protocol == name.protocol);
+            for port in ports {
+                for endpoint in &slice.endpoints {
+                    let candidate = endpoint.at_port(port.port);
+                    match merged.entry((candidate.address, candidate.port)) {
+                        std::collections::btree_map::Entry::Vacant(entry) => {
+                            entry.insert(candidate);
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut entry) => {
+                            let local = |e: &Endpoint| e.is_local_to(&self.node.name);
+                            if local(&candidate) && !local(entry.get()) {
+                                entry.insert(candidate);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        merged.into_values().collect()
+    }
+
+    fn touch_ports<'a>(&mut self, ports: impl IntoIterator<Item = &'a ServicePort>) {
+        for port in ports {
+            self.touched.insert(port.name.clone());
+        }
+    }
+
+    fn touch_slice(&mut self, slice: &EndpointSliceInfo) {
+        let Some(service) = &slice.service else { return };
+        for port in &slice.ports {
+            self.touched.insert(ServicePortName::new(
+                service.namespace.clone(),
+                service.name.clone(),
+                port.name.clone(),
+                port.protocol,
+            ));
+        }
+    }
+
+    /// Marks what a replaced or removed slice contributed, and unlinks it from its Service
+    /// unless the slice under that name (now) belongs to the same Service.
+    fn forget_slice(&mut self, previous: &EndpointSliceInfo) {
+        self.touch_slice(previous);
+        let Some(service) = &previous.service else { return };
+        let still_linked = self
+            .slices
+            .get(&previous.key)
+            .is_some_and(|current| current.service.as_ref() == Some(service));
+        if still_linked {
+            return;
+        }
+        if let Some(names) = self.slices_by_service.get_mut(service) {
+            names.remove(&previous.key.name);
+            if names.is_empty() {
+                self.slices_by_service.remove(service);
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Reference models and proptest strategies for kproxy-core.

@@ -19,6 +19,7 @@
 //! [`Reconciler`]; see the `custom_dataplane` example and the book.
 
 mod changes;
+pub mod config;
 pub mod convert;
 mod dataplane;
 mod error;
@@ -32,6 +33,7 @@ mod state;
 mod tracker;
 
 pub use changes::{Change, ChangeSet};
+pub use config::{LocalTrafficDetector, NodePortAddresses, ProxyConfig};
 pub use convert::ConversionOptions;
 pub use dataplane::{BoxError, Dataplane, DataplaneError};
 pub use error::{ModelError, ObjectKind, ObjectRef};

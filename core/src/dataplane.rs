@@ -21,12 +21,18 @@ pub struct DataplaneError {
 impl DataplaneError {
     /// An error with a message only.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), source: None }
+        Self {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An error with a message and the cause underneath it.
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self { message: message.into(), source: Some(source.into()) }
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 }
 
@@ -55,7 +61,8 @@ pub trait Dataplane: Send {
     /// # Errors
     ///
     /// When the datapath refused the update; nothing of it may have been applied.
-    async fn sync(&mut self, state: &ProxyState, changes: &ChangeSet) -> Result<(), DataplaneError>;
+    async fn sync(&mut self, state: &ProxyState, changes: &ChangeSet)
+    -> Result<(), DataplaneError>;
 
     /// Makes the datapath equal `state`, whatever it held before.
     ///

@@ -21,7 +21,10 @@ pub struct TrackerHandle {
 impl TrackerHandle {
     /// Wraps a tracker.
     pub fn new(tracker: ServiceChangeTracker) -> Self {
-        Self { tracker: Arc::new(Mutex::new(tracker)), wake: Arc::new(Notify::new()) }
+        Self {
+            tracker: Arc::new(Mutex::new(tracker)),
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Adds or replaces a Service; returns the problems met converting it.

@@ -30,6 +30,8 @@ mod reconciler;
 mod recording;
 mod selection;
 mod state;
+#[cfg(test)]
+mod test_objects;
 mod tracker;
 
 pub use changes::{Change, ChangeSet};

@@ -93,7 +93,10 @@ pub struct NamespacedName {
 impl NamespacedName {
     /// Builds a name from its two parts.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -127,7 +130,12 @@ impl ServicePortName {
         port: impl Into<String>,
         protocol: Protocol,
     ) -> Self {
-        Self { namespace: namespace.into(), name: name.into(), port: port.into(), protocol }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            port: port.into(),
+            protocol,
+        }
     }
 
     /// The Service this port belongs to.
@@ -142,7 +150,11 @@ impl fmt::Display for ServicePortName {
         if self.port.is_empty() {
             write!(f, "{}/{}/{}", self.namespace, self.name, self.protocol)
         } else {
-            write!(f, "{}/{}:{}/{}", self.namespace, self.name, self.port, self.protocol)
+            write!(
+                f,
+                "{}/{}:{}/{}",
+                self.namespace, self.name, self.port, self.protocol
+            )
         }
     }
 }
@@ -234,7 +246,10 @@ impl ServicePort {
 
     /// The cluster IP of one family, if the Service has one.
     pub fn cluster_ip_of(&self, family: IpFamily) -> Option<IpAddr> {
-        self.cluster_ips.iter().copied().find(|ip| IpFamily::of(ip) == family)
+        self.cluster_ips
+            .iter()
+            .copied()
+            .find(|ip| IpFamily::of(ip) == family)
     }
 
     /// Whether traffic can reach this port from outside the cluster: a node port, an external
@@ -336,6 +351,9 @@ pub struct NodeInfo {
 impl NodeInfo {
     /// A node known only by name.
     pub fn named(name: impl Into<String>) -> Self {
-        Self { name: name.into(), ..Self::default() }
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
     }
 }

@@ -21,7 +21,9 @@ impl Default for Readiness {
 impl Readiness {
     /// No sources yet: ready at once until one registers.
     pub fn new() -> Self {
-        Self { outstanding: Arc::new(watch::Sender::new(BTreeSet::new())) }
+        Self {
+            outstanding: Arc::new(watch::Sender::new(BTreeSet::new())),
+        }
     }
 
     /// Registers a source; the proxy is not ready until the returned token is marked.
@@ -30,7 +32,10 @@ impl Readiness {
         self.outstanding.send_modify(|set| {
             set.insert(source.clone());
         });
-        SourceReady { readiness: self.clone(), source }
+        SourceReady {
+            readiness: self.clone(),
+            source,
+        }
     }
 
     /// The sources still listing, in name order.

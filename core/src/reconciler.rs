@@ -176,7 +176,10 @@ impl Reconciler {
     fn backoff(&self) -> Duration {
         let failures = self.status.borrow().consecutive_failures.max(1);
         let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
-        self.config.retry_initial.saturating_mul(factor).min(self.config.sync_period)
+        self.config
+            .retry_initial
+            .saturating_mul(factor)
+            .min(self.config.sync_period)
     }
 
     /// Drains the tracker and applies the changes, fully when required.
@@ -191,8 +194,9 @@ impl Reconciler {
             let changes = tracker.drain();
             (changes, tracker.state())
         };
-        let full_due =
-            self.last_full.is_none_or(|at| at.elapsed() >= self.config.full_sync_period);
+        let full_due = self
+            .last_full
+            .is_none_or(|at| at.elapsed() >= self.config.full_sync_period);
         let kind = if self.needs_full || full_due || changes.node().is_some() {
             SyncKind::Full
         } else if changes.is_empty() {

@@ -82,7 +82,11 @@ impl Dataplane for RecordingDataplane {
         "recording"
     }
 
-    async fn sync(&mut self, state: &ProxyState, changes: &ChangeSet) -> Result<(), DataplaneError> {
+    async fn sync(
+        &mut self,
+        state: &ProxyState,
+        changes: &ChangeSet,
+    ) -> Result<(), DataplaneError> {
         let mut recording = self.lock();
         let failure = recording.failures.pop_front();
         recording.calls.push(RecordedCall::Sync {

@@ -47,8 +47,10 @@ pub fn select_endpoints<'a>(
     node: &NodeInfo,
     family: Option<IpFamily>,
 ) -> SelectedEndpoints<'a> {
-    let candidates: Vec<&'a Endpoint> =
-        endpoints.iter().filter(|e| family.is_none_or(|f| e.family() == f)).collect();
+    let candidates: Vec<&'a Endpoint> = endpoints
+        .iter()
+        .filter(|e| family.is_none_or(|f| e.family() == f))
+        .collect();
     let is_local = |e: &Endpoint| e.is_local_to(&node.name);
     let serving_terminating = |e: &Endpoint| e.serving && e.terminating;
     let mut selected = SelectedEndpoints::default();
@@ -64,7 +66,11 @@ pub fn select_endpoints<'a>(
         // Topology is already ignored when it would leave nothing ready, so an empty set here
         // means nothing is ready anywhere.
         if selected.cluster.is_empty() {
-            selected.cluster = candidates.iter().copied().filter(|e| serving_terminating(e)).collect();
+            selected.cluster = candidates
+                .iter()
+                .copied()
+                .filter(|e| serving_terminating(e))
+                .collect();
         }
         selected.has_any_endpoints = !selected.cluster.is_empty();
     }
@@ -87,10 +93,17 @@ pub fn select_endpoints<'a>(
     }
     let uses_terminating = !local_ready && local_serving_terminating;
     if local_ready {
-        selected.local = candidates.iter().copied().filter(|e| is_local(e) && e.ready).collect();
+        selected.local = candidates
+            .iter()
+            .copied()
+            .filter(|e| is_local(e) && e.ready)
+            .collect();
     } else if local_serving_terminating {
-        selected.local =
-            candidates.iter().copied().filter(|e| is_local(e) && serving_terminating(e)).collect();
+        selected.local = candidates
+            .iter()
+            .copied()
+            .filter(|e| is_local(e) && serving_terminating(e))
+            .collect();
     }
 
     if !port.uses_cluster_endpoints() {
@@ -141,9 +154,10 @@ fn available_for_topology(e: &Endpoint, mode: TopologyMode, node: &NodeInfo) -> 
     match mode {
         TopologyMode::Any => true,
         TopologyMode::SameNode => e.node_hints.contains(node.name.as_str()),
-        TopologyMode::SameZone => {
-            node.zone.as_deref().is_some_and(|zone| e.zone_hints.contains(zone))
-        }
+        TopologyMode::SameZone => node
+            .zone
+            .as_deref()
+            .is_some_and(|zone| e.zone_hints.contains(zone)),
     }
 }
 

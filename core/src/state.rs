@@ -34,7 +34,9 @@ impl ProxyState {
     }
 
     /// Every service port, in key order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&ServicePortName, &Arc<ServicePortState>)> {
+    pub fn iter(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&ServicePortName, &Arc<ServicePortState>)> {
         self.services.iter()
     }
 
@@ -79,6 +81,9 @@ impl ProxyState {
         services: BTreeMap<ServicePortName, Arc<ServicePortState>>,
         node: NodeInfo,
     ) -> Self {
-        Self { services: Arc::new(services), node: Arc::new(node) }
+        Self {
+            services: Arc::new(services),
+            node: Arc::new(node),
+        }
     }
 }

@@ -113,7 +113,10 @@ impl ServiceChangeTracker {
         self.touch_slice(&slice);
         let key = slice.key.clone();
         if let Some(service) = &slice.service {
-            self.slices_by_service.entry(service.clone()).or_default().insert(key.name.clone());
+            self.slices_by_service
+                .entry(service.clone())
+                .or_default()
+                .insert(key.name.clone());
         }
         if let Some(previous) = self.slices.insert(key, slice) {
             self.forget_slice(&previous);
@@ -156,7 +159,10 @@ impl ServiceChangeTracker {
                 _ => false,
             };
             if !unchanged {
-                let change = Change { previous: previous.cloned(), current: current.map(Arc::new) };
+                let change = Change {
+                    previous: previous.cloned(),
+                    current: current.map(Arc::new),
+                };
                 changes.insert(name, change);
             }
         }
@@ -179,8 +185,15 @@ impl ServiceChangeTracker {
     /// Recomputes one service port from the store.
     fn compute(&self, name: &ServicePortName) -> Option<ServicePortState> {
         let service = NamespacedName::new(name.namespace.clone(), name.name.clone());
-        let port = self.services.get(&service)?.iter().find(|port| port.name == *name)?;
-        Some(ServicePortState { port: port.clone(), endpoints: self.endpoints_of(&service, name) })
+        let port = self
+            .services
+            .get(&service)?
+            .iter()
+            .find(|port| port.name == *name)?;
+        Some(ServicePortState {
+            port: port.clone(),
+            endpoints: self.endpoints_of(&service, name),
+        })
     }
 
     /// Merges the endpoints of every slice of `service` for one port. An address listed by two
@@ -188,11 +201,18 @@ impl ServiceChangeTracker {
     /// local and the first is not (upstream prefers the local copy).
     fn endpoints_of(&self, service: &NamespacedName, name: &ServicePortName) -> Vec<Endpoint> {
         let mut merged: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
-        let Some(slice_names) = self.slices_by_service.get(service) else { return Vec::new() };
+        let Some(slice_names) = self.slices_by_service.get(service) else {
+            return Vec::new();
+        };
         for slice_name in slice_names {
             let key = NamespacedName::new(service.namespace.clone(), slice_name.clone());
-            let Some(slice) = self.slices.get(&key) else { continue };
-            let ports = slice.ports.iter().filter(|p| p.name == name.port && p.protocol == name.protocol);
+            let Some(slice) = self.slices.get(&key) else {
+                continue;
+            };
+            let ports = slice
+                .ports
+                .iter()
+                .filter(|p| p.name == name.port && p.protocol == name.protocol);
             for port in ports {
                 for endpoint in &slice.endpoints {
                     let candidate = endpoint.at_port(port.port);
@@ -220,7 +240,9 @@ impl ServiceChangeTracker {
     }
 
     fn touch_slice(&mut self, slice: &EndpointSliceInfo) {
-        let Some(service) = &slice.service else { return };
+        let Some(service) = &slice.service else {
+            return;
+        };
         for port in &slice.ports {
             self.touched.insert(ServicePortName::new(
                 service.namespace.clone(),
@@ -235,7 +257,9 @@ impl ServiceChangeTracker {
     /// unless the slice under that name (now) belongs to the same Service.
     fn forget_slice(&mut self, previous: &EndpointSliceInfo) {
         self.touch_slice(previous);
-        let Some(service) = &previous.service else { return };
+        let Some(service) = &previous.service else {
+            return;
+        };
         let still_linked = self
             .slices
             .get(&previous.key)
@@ -251,3 +275,6 @@ impl ServiceChangeTracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

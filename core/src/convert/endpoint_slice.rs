@@ -92,30 +92,54 @@ pub fn endpoint_slice(
         namespace: key.namespace.clone(),
         name: key.name.clone(),
     });
-    let mut info =
-        EndpointSliceInfo { key, service: None, ports: Vec::new(), endpoints: Vec::new() };
+    let mut info = EndpointSliceInfo {
+        key,
+        service: None,
+        ports: Vec::new(),
+        endpoints: Vec::new(),
+    };
     if info.key.name.is_empty() {
         reader.missing("metadata.name");
-        return Converted { value: info, errors: reader.errors };
+        return Converted {
+            value: info,
+            errors: reader.errors,
+        };
     }
     let family = match slice.address_type.as_str() {
         "IPv4" => IpFamily::V4,
         "IPv6" => IpFamily::V6,
-        "FQDN" => return Converted { value: info, errors: reader.errors },
+        "FQDN" => {
+            return Converted {
+                value: info,
+                errors: reader.errors,
+            };
+        }
         other => {
             reader.unsupported("addressType", other);
-            return Converted { value: info, errors: reader.errors };
+            return Converted {
+                value: info,
+                errors: reader.errors,
+            };
         }
     };
     let labels = slice.metadata.labels.as_ref();
     if options.skips_labels(labels) {
-        return Converted { value: info, errors: reader.errors };
+        return Converted {
+            value: info,
+            errors: reader.errors,
+        };
     }
     let Some(service_name) = labels.and_then(|labels| labels.get(LABEL_SERVICE_NAME)) else {
         reader.missing(&format!("metadata.labels[{LABEL_SERVICE_NAME}]"));
-        return Converted { value: info, errors: reader.errors };
+        return Converted {
+            value: info,
+            errors: reader.errors,
+        };
     };
-    info.service = Some(NamespacedName::new(info.key.namespace.clone(), service_name.clone()));
+    info.service = Some(NamespacedName::new(
+        info.key.namespace.clone(),
+        service_name.clone(),
+    ));
 
     for (i, port) in slice.ports.iter().flatten().enumerate() {
         // A slice port without a number means "all ports", which no Service can use.
@@ -125,8 +149,14 @@ pub fn endpoint_slice(
         else {
             continue;
         };
-        let Some(number) = reader.port(|| format!("ports[{i}].port"), number) else { continue };
-        info.ports.push(SlicePort { name: port.name.clone().unwrap_or_default(), protocol, port: number });
+        let Some(number) = reader.port(|| format!("ports[{i}].port"), number) else {
+            continue;
+        };
+        info.ports.push(SlicePort {
+            name: port.name.clone().unwrap_or_default(),
+            protocol,
+            port: number,
+        });
     }
 
     for (i, endpoint) in slice.endpoints.iter().enumerate() {
@@ -164,5 +194,8 @@ pub fn endpoint_slice(
                 .collect(),
         });
     }
-    Converted { value: info, errors: reader.errors }
+    Converted {
+        value: info,
+        errors: reader.errors,
+    }
 }

@@ -15,7 +15,10 @@ pub(crate) struct FieldReader {
 
 impl FieldReader {
     pub(crate) fn new(object: ObjectRef) -> Self {
-        Self { object, errors: Vec::new() }
+        Self {
+            object,
+            errors: Vec::new(),
+        }
     }
 
     pub(crate) fn ip(&mut self, field: impl FnOnce() -> String, value: &str) -> Option<IpAddr> {
@@ -92,7 +95,9 @@ impl FieldReader {
         field: impl FnOnce() -> String,
         value: Option<&str>,
     ) -> Option<Protocol> {
-        let Some(value) = value else { return Some(Protocol::Tcp) };
+        let Some(value) = value else {
+            return Some(Protocol::Tcp);
+        };
         let protocol = Protocol::from_k8s(value);
         if protocol.is_none() {
             self.errors.push(ModelError::UnknownProtocol {

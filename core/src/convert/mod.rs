@@ -34,7 +34,10 @@ pub struct ConversionOptions {
 
 impl ConversionOptions {
     /// Whether an object with these labels belongs to another proxy or to a headless Service.
-    pub fn skips_labels(&self, labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    pub fn skips_labels(
+        &self,
+        labels: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> bool {
         let Some(labels) = labels else { return false };
         if labels.contains_key(LABEL_HEADLESS) {
             return true;
@@ -54,3 +57,6 @@ pub struct Converted<T> {
     /// What could not, one error per bad field.
     pub errors: Vec<ModelError>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,8 +11,11 @@ use crate::model::NodeInfo;
 /// addresses. Bad CIDRs and addresses are reported and left out.
 pub fn node(node: &Node) -> Converted<NodeInfo> {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let mut reader =
-        FieldReader::new(ObjectRef { kind: ObjectKind::Node, namespace: String::new(), name: name.clone() });
+    let mut reader = FieldReader::new(ObjectRef {
+        kind: ObjectKind::Node,
+        namespace: String::new(),
+        name: name.clone(),
+    });
     let zone = node
         .metadata
         .labels
@@ -20,7 +23,10 @@ pub fn node(node: &Node) -> Converted<NodeInfo> {
         .and_then(|labels| labels.get(LABEL_TOPOLOGY_ZONE))
         .cloned();
     let spec = node.spec.as_ref();
-    let pod_cidrs = match spec.and_then(|s| s.pod_cidrs.as_ref()).filter(|c| !c.is_empty()) {
+    let pod_cidrs = match spec
+        .and_then(|s| s.pod_cidrs.as_ref())
+        .filter(|c| !c.is_empty())
+    {
         Some(cidrs) => cidrs
             .iter()
             .enumerate()
@@ -41,8 +47,19 @@ pub fn node(node: &Node) -> Converted<NodeInfo> {
         .enumerate()
         .filter(|(_, address)| matches!(address.type_.as_str(), "InternalIP" | "ExternalIP"))
         .filter_map(|(i, address)| {
-            reader.ip(|| format!("status.addresses[{i}].address"), &address.address)
+            reader.ip(
+                || format!("status.addresses[{i}].address"),
+                &address.address,
+            )
         })
         .collect();
-    Converted { value: NodeInfo { name, zone, pod_cidrs, addresses }, errors: reader.errors }
+    Converted {
+        value: NodeInfo {
+            name,
+            zone,
+            pod_cidrs,
+            addresses,
+        },
+        errors: reader.errors,
+    }
 }

@@ -46,12 +46,17 @@ pub fn service(svc: &Service, options: &ConversionOptions) -> Converted<ServiceI
         reader.missing("metadata.name");
     }
     let ports = match &svc.spec {
-        Some(spec) if !key.name.is_empty() && !options.skips_labels(svc.metadata.labels.as_ref()) => {
+        Some(spec)
+            if !key.name.is_empty() && !options.skips_labels(svc.metadata.labels.as_ref()) =>
+        {
             service_ports(&key, spec, svc, &mut reader)
         }
         _ => Vec::new(),
     };
-    Converted { value: ServiceInfo { key, ports }, errors: reader.errors }
+    Converted {
+        value: ServiceInfo { key, ports },
+        errors: reader.errors,
+    }
 }
 
 fn service_ports(
@@ -78,7 +83,10 @@ fn service_ports(
         .filter_map(|(i, ip)| reader.ip(|| format!("spec.externalIPs[{i}]"), ip))
         .collect();
 
-    let given_ranges = spec.load_balancer_source_ranges.as_deref().unwrap_or_default();
+    let given_ranges = spec
+        .load_balancer_source_ranges
+        .as_deref()
+        .unwrap_or_default();
     let source_ranges: Vec<_> = given_ranges
         .iter()
         .enumerate()
@@ -95,17 +103,21 @@ fn service_ports(
     let session_affinity = session_affinity(spec, reader);
     let external_policy_requested = spec.external_traffic_policy.as_deref() == Some("Local");
     let internal_policy_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-    let traffic_distribution = spec.traffic_distribution.as_deref().map(|value| match value {
-        "PreferClose" | "PreferSameZone" => TrafficDistribution::PreferSameZone,
-        "PreferSameNode" => TrafficDistribution::PreferSameNode,
-        other => TrafficDistribution::Other(other.to_owned()),
-    });
+    let traffic_distribution = spec
+        .traffic_distribution
+        .as_deref()
+        .map(|value| match value {
+            "PreferClose" | "PreferSameZone" => TrafficDistribution::PreferSameZone,
+            "PreferSameNode" => TrafficDistribution::PreferSameNode,
+            other => TrafficDistribution::Other(other.to_owned()),
+        });
 
     let mut ports = Vec::new();
     for (i, port) in spec.ports.iter().flatten().enumerate() {
-        let Some(protocol) =
-            reader.protocol(|| format!("spec.ports[{i}].protocol"), port.protocol.as_deref())
-        else {
+        let Some(protocol) = reader.protocol(
+            || format!("spec.ports[{i}].protocol"),
+            port.protocol.as_deref(),
+        ) else {
             continue;
         };
         let Some(number) = reader.port(|| format!("spec.ports[{i}].port"), port.port) else {
@@ -150,16 +162,26 @@ fn service_ports(
 /// `spec.clusterIPs` (or `spec.clusterIP`), at most one per family; empty when headless.
 fn cluster_ips(spec: &ServiceSpec, reader: &mut FieldReader) -> Vec<IpAddr> {
     let (field, values): (&str, Vec<&str>) = match &spec.cluster_ips {
-        Some(ips) if !ips.is_empty() => ("spec.clusterIPs", ips.iter().map(String::as_str).collect()),
-        _ => ("spec.clusterIP", spec.cluster_ip.as_deref().into_iter().collect()),
+        Some(ips) if !ips.is_empty() => {
+            ("spec.clusterIPs", ips.iter().map(String::as_str).collect())
+        }
+        _ => (
+            "spec.clusterIP",
+            spec.cluster_ip.as_deref().into_iter().collect(),
+        ),
     };
     let mut ips: Vec<IpAddr> = Vec::new();
     for (i, value) in values.iter().enumerate() {
         if value.is_empty() || *value == "None" {
             return Vec::new();
         }
-        let Some(ip) = reader.ip(|| format!("{field}[{i}]"), value) else { continue };
-        if ips.iter().any(|seen| IpFamily::of(seen) == IpFamily::of(&ip)) {
+        let Some(ip) = reader.ip(|| format!("{field}[{i}]"), value) else {
+            continue;
+        };
+        if ips
+            .iter()
+            .any(|seen| IpFamily::of(seen) == IpFamily::of(&ip))
+        {
             reader.unsupported(&format!("{field}[{i}]"), value);
             continue;
         }
@@ -177,7 +199,9 @@ fn load_balancer_ips(svc: &Service, reader: &mut FieldReader) -> Vec<IpAddr> {
         .and_then(|lb| lb.ingress.as_ref());
     let mut ips = Vec::new();
     for (i, entry) in ingress.into_iter().flatten().enumerate() {
-        let Some(value) = entry.ip.as_deref().filter(|ip| !ip.is_empty()) else { continue };
+        let Some(value) = entry.ip.as_deref().filter(|ip| !ip.is_empty()) else {
+            continue;
+        };
         if entry.ip_mode.as_deref() == Some("Proxy") {
             continue;
         }

@@ -253,21 +253,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     handle.set_node(node.value);
     node_listed.mark_ready();
 
-    report(handle.upsert_service(&service(
-        "shop",
-        "web",
-        &["10.96.0.10", "fd00::10"],
-        80,
-        None,
-    )));
-    report(handle.upsert_service(&service("shop", "cart", &["10.96.0.20"], 9000, Some(600))));
+    // web is dual-stack; cart pins each client to one backend; admin has
+    // `internalTrafficPolicy: Local`, so pods reach it only through an endpoint on their own
+    // node, and node-a has none; search has no endpoints at all.
+    let web = service("shop", "web", &["10.96.0.10", "fd00::10"], 80);
+    let mut cart = service("shop", "cart", &["10.96.0.20"], 9000);
+    if let Some(spec) = cart.spec.as_mut() {
+        spec.session_affinity = Some("ClientIP".into());
+        spec.session_affinity_config = Some(SessionAffinityConfig {
+            client_ip: Some(ClientIPConfig {
+                timeout_seconds: Some(600),
+            }),
+        });
+    }
+    let mut admin = service("shop", "admin", &["10.96.0.30"], 8443);
+    if let Some(spec) = admin.spec.as_mut() {
+        spec.internal_traffic_policy = Some("Local".into());
+    }
+    let search = service("shop", "search", &["10.96.0.40"], 80);
+    for service in [&web, &cart, &admin, &search] {
+        report(handle.upsert_service(service));
+    }
     services_listed.mark_ready();
 
     let web_v4 = slice(
-        "shop",
         "web",
         "web-v4",
-        "IPv4",
         8080,
         &[
             ("10.244.1.5", "node-a", Condition::Ready),
@@ -276,22 +287,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
     );
     let web_v6 = slice(
-        "shop",
         "web",
         "web-v6",
-        "IPv6",
         8080,
         &[("fd00:244:1::5", "node-a", Condition::Ready)],
     );
+    // cart's only pod is terminating, but still serving: with nothing ready anywhere, it
+    // still gets the traffic.
     let cart = slice(
-        "shop",
         "cart",
         "cart-v4",
-        "IPv4",
         9000,
         &[("10.244.2.9", "node-b", Condition::Terminating)],
     );
-    for slice in [&web_v4, &web_v6, &cart] {
+    let admin = slice(
+        "admin",
+        "admin-v4",
+        8443,
+        &[("10.244.2.3", "node-b", Condition::Ready)],
+    );
+    for slice in [&web_v4, &web_v6, &cart, &admin] {
         report(handle.upsert_endpoint_slice(slice));
     }
     slices_listed.mark_ready();
@@ -304,10 +319,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // changed, so the next sync is incremental and touches web's two entries only.
     println!("\nrollout of shop/web");
     report(handle.upsert_endpoint_slice(&slice(
-        "shop",
         "web",
         "web-v4",
-        "IPv4",
         8080,
         &[
             ("10.244.1.5", "node-a", Condition::Ready),
@@ -362,14 +375,18 @@ fn print_table(title: &str, table: &SharedTable) {
         println!("  (empty)");
     }
     for (vip, verdict) in &table {
-        println!("  {vip:<28} {verdict}");
+        println!("  {vip:<22} {verdict}");
     }
 }
 
 impl fmt::Display for Vip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let address = SocketAddr::new(self.ip, self.port).to_string();
-        write!(f, "{address}/{}", self.protocol)
+        // `pad` so that `{:<22}` lines the table up.
+        f.pad(&format!(
+            "{}/{}",
+            SocketAddr::new(self.ip, self.port),
+            self.protocol
+        ))
     }
 }
 
@@ -409,14 +426,8 @@ fn node(name: &str, zone: &str, pod_cidr: &str) -> Node {
     }
 }
 
-/// A ClusterIP Service with one TCP port named `http`, optionally with client-IP affinity.
-fn service(
-    namespace: &str,
-    name: &str,
-    cluster_ips: &[&str],
-    port: i32,
-    affinity_seconds: Option<i32>,
-) -> Service {
+/// A ClusterIP Service with one TCP port named `http`.
+fn service(namespace: &str, name: &str, cluster_ips: &[&str], port: i32) -> Service {
     Service {
         metadata: ObjectMeta {
             namespace: Some(namespace.into()),
@@ -431,12 +442,6 @@ fn service(
                 port,
                 ..K8sServicePort::default()
             }]),
-            session_affinity: affinity_seconds.map(|_| "ClientIP".into()),
-            session_affinity_config: affinity_seconds.map(|timeout| SessionAffinityConfig {
-                client_ip: Some(ClientIPConfig {
-                    timeout_seconds: Some(timeout),
-                }),
-            }),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -451,23 +456,25 @@ enum Condition {
     Terminating,
 }
 
-/// An EndpointSlice of `service` for its `http` port.
+/// An EndpointSlice of the Service `shop/{service}` for its `http` port. Its address type
+/// follows the endpoints' addresses (all of one family, as in a real slice).
 fn slice(
-    namespace: &str,
     service: &str,
     name: &str,
-    address_type: &str,
     port: i32,
     endpoints: &[(&str, &str, Condition)],
 ) -> EndpointSlice {
+    let ipv6 = endpoints
+        .iter()
+        .any(|(address, _, _)| address.contains(':'));
     EndpointSlice {
         metadata: ObjectMeta {
-            namespace: Some(namespace.into()),
+            namespace: Some("shop".into()),
             name: Some(name.into()),
             labels: Some([("kubernetes.io/service-name".into(), service.into())].into()),
             ..ObjectMeta::default()
         },
-        address_type: address_type.into(),
+        address_type: if ipv6 { "IPv6" } else { "IPv4" }.into(),
         ports: Some(vec![EndpointPort {
             name: Some("http".into()),
             port: Some(port),

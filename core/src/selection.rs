@@ -6,7 +6,7 @@
 //!   anywhere, to endpoints that are serving and terminating.
 //! - Local traffic goes to this node's ready endpoints, or failing those to its serving and
 //!   terminating ones.
-//! - An endpoint that is not serving is never chosen.
+//! - An endpoint that is not serving is never chosen (not even one that claims to be ready).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -52,6 +52,7 @@ pub fn select_endpoints<'a>(
         .filter(|e| family.is_none_or(|f| e.family() == f))
         .collect();
     let is_local = |e: &Endpoint| e.is_local_to(&node.name);
+    let ready = |e: &Endpoint| is_ready(e);
     let serving_terminating = |e: &Endpoint| e.serving && e.terminating;
     let mut selected = SelectedEndpoints::default();
     let mut topology = TopologyMode::Any;
@@ -61,7 +62,7 @@ pub fn select_endpoints<'a>(
         selected.cluster = candidates
             .iter()
             .copied()
-            .filter(|e| e.ready && available_for_topology(e, topology, node))
+            .filter(|e| ready(e) && available_for_topology(e, topology, node))
             .collect();
         // Topology is already ignored when it would leave nothing ready, so an empty set here
         // means nothing is ready anywhere.
@@ -83,7 +84,7 @@ pub fn select_endpoints<'a>(
     let mut local_ready = false;
     let mut local_serving_terminating = false;
     for e in &candidates {
-        if e.ready {
+        if ready(e) {
             selected.has_any_endpoints = true;
             local_ready |= is_local(e);
         } else if serving_terminating(e) {
@@ -96,7 +97,7 @@ pub fn select_endpoints<'a>(
         selected.local = candidates
             .iter()
             .copied()
-            .filter(|e| is_local(e) && e.ready)
+            .filter(|e| is_local(e) && ready(e))
             .collect();
     } else if local_serving_terminating {
         selected.local = candidates
@@ -123,13 +124,19 @@ pub fn select_endpoints<'a>(
     selected
 }
 
+/// Ready for traffic. The API says ready implies serving; an object that claims ready but not
+/// serving is not trusted with traffic.
+fn is_ready(e: &Endpoint) -> bool {
+    e.ready && e.serving
+}
+
 fn topology_mode(candidates: &[&Endpoint], node: &NodeInfo) -> TopologyMode {
     let zone = node.zone.as_deref();
     let mut all_have_node_hints = true;
     let mut has_endpoint_for_node = false;
     let mut all_have_zone_hints = true;
     let mut has_endpoint_for_zone = false;
-    for e in candidates.iter().filter(|e| e.ready) {
+    for e in candidates.iter().filter(|e| is_ready(e)) {
         if e.node_hints.is_empty() {
             all_have_node_hints = false;
         } else if e.node_hints.contains(node.name.as_str()) {

@@ -1,0 +1,3 @@
+//! Runs scenario files.
+
+fn main() {}

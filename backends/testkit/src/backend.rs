@@ -21,6 +21,18 @@ pub fn canonical(name: &str) -> &str {
     }
 }
 
+/// Checks that the tools `backend` drives are installed (`nft` for nftables).
+///
+/// # Errors
+///
+/// [`Error::MissingTool`] naming the tool.
+pub fn check_tools(backend: &str) -> Result<()> {
+    match canonical(backend) {
+        "nftables" => crate::netns::require_tool("nft", &["--version"]),
+        _ => Ok(()),
+    }
+}
+
 /// Builds the dataplane `backend` programming the namespace `node_netns` with `config`.
 ///
 /// - `nft` / `nftables`: kproxy-nft's `NftDataplane` driving `nft` inside the namespace.

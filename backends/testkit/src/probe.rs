@@ -447,9 +447,11 @@ async fn check_endpoints(
             }
             _ => bad += 1,
         }
+        let broken = matches!(outcome, Outcome::Error(_));
         *seen.entry(outcome.describe(probe.src)).or_default() += 1;
-        // Three wrong answers settle it; no need to wait out every timeout.
-        if bad >= 3 {
+        // Three wrong answers settle it (one probe that cannot even run does); no need to
+        // wait out every timeout.
+        if bad >= 3 || broken {
             break;
         }
     }

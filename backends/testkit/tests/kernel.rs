@@ -14,7 +14,7 @@ use kproxy_testkit::probe::{self, CheckOptions, Expectation, Outcome, Probe};
 use kproxy_testkit::{World, WorldSpec, netns};
 
 fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
+    text.parse().expect("valid address")
 }
 
 fn require_kernel() {
@@ -28,12 +28,15 @@ fn spec() -> WorldSpec {
     interfaces.insert(
         "eth0".to_owned(),
         vec![
-            "192.168.0.2/24".parse().unwrap(),
-            "2001:db8::1/64".parse().unwrap(),
+            "192.168.0.2/24".parse().expect("valid"),
+            "2001:db8::1/64".parse().expect("valid"),
         ],
     );
     let mut spec = WorldSpec::new(interfaces);
-    spec.pod_networks = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/48".parse().unwrap()];
+    spec.pod_networks = vec![
+        "10.0.0.0/8".parse().expect("valid"),
+        "fd00::/48".parse().expect("valid"),
+    ];
     spec.endpoint(ip("10.180.0.1"), 80, Protocol::Tcp)
         .endpoint(ip("10.180.0.1"), 53, Protocol::Udp)
         .endpoint(ip("fd00::1"), 80, Protocol::Tcp);
@@ -41,7 +44,7 @@ fn spec() -> WorldSpec {
 }
 
 async fn expect(world: &World, probe: &Probe, expectation: &str) -> String {
-    let expectation: Expectation = expectation.parse().unwrap();
+    let expectation: Expectation = expectation.parse().expect("valid expectation");
     let verdict = probe::check(world, probe, &expectation, CheckOptions::default()).await;
     assert!(
         verdict.pass,

@@ -1,0 +1,186 @@
+//! The fixed part of each family's table: hooks, dispatch chains, shared maps and sets.
+
+use kproxy_core::{IpFamily, NodePortAddresses};
+
+use crate::names::*;
+use crate::render::{FamilyContext, POD_CIDRS};
+use crate::transaction::{BaseChain, Op, Transaction};
+
+/// The base chains, as upstream: filters run before DNAT (on pre-DNAT addresses), except the
+/// post-DNAT output check.
+const BASE_CHAINS: &[(&str, &str, &str, i32)] = &[
+    (FILTER_PREROUTING, "filter", "prerouting", -110),
+    (FILTER_INPUT, "filter", "input", -110),
+    (FILTER_FORWARD, "filter", "forward", -110),
+    (FILTER_OUTPUT, "filter", "output", -110),
+    (FILTER_OUTPUT_POST_DNAT, "filter", "output", -90),
+    (NAT_PREROUTING, "nat", "prerouting", -100),
+    (NAT_OUTPUT, "nat", "output", -100),
+    (NAT_POSTROUTING, "nat", "postrouting", 100),
+];
+
+/// Which helper chain each base chain jumps to, and on what condition.
+const JUMPS: &[(&str, &str, &str)] = &[
+    (FILTER_INPUT, "ct state new", NODEPORT_ENDPOINTS_CHECK),
+    (FILTER_INPUT, "ct state new", SERVICE_ENDPOINTS_CHECK),
+    (FILTER_FORWARD, "ct state new", SERVICE_ENDPOINTS_CHECK),
+    (FILTER_OUTPUT, "ct state new", SERVICE_ENDPOINTS_CHECK),
+    (FILTER_PREROUTING, "ct state new", FIREWALL_CHECK),
+    (FILTER_OUTPUT, "ct state new", FIREWALL_CHECK),
+    (NAT_OUTPUT, "", SERVICES),
+    (NAT_PREROUTING, "", SERVICES),
+    (NAT_POSTROUTING, "", MASQUERADING),
+    (FILTER_FORWARD, "ct state new", CLUSTER_IPS_CHECK),
+    (FILTER_OUTPUT_POST_DNAT, "ct state new", CLUSTER_IPS_CHECK),
+];
+
+/// Appends the whole fixed part of the table to `tx` (which must start from an empty table).
+pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
+    let ipx = ctx.ipx;
+    let addr = match ctx.family {
+        IpFamily::V4 => "ipv4_addr",
+        IpFamily::V6 => "ipv6_addr",
+    };
+    for (name, kind, hook, priority) in BASE_CHAINS {
+        tx.push(Op::AddChain {
+            name: (*name).to_owned(),
+            base: Some(BaseChain {
+                kind,
+                hook,
+                priority: *priority,
+            }),
+        });
+    }
+    for name in [
+        SERVICES,
+        MASQUERADING,
+        MARK_FOR_MASQUERADE,
+        REJECT_CHAIN,
+        FIREWALL_CHECK,
+        SERVICE_ENDPOINTS_CHECK,
+        NODEPORT_ENDPOINTS_CHECK,
+        CLUSTER_IPS_CHECK,
+    ] {
+        tx.chain(name);
+    }
+    let destination_map = format!("type {addr} . inet_proto . inet_service : verdict ;");
+    let node_port_map = "type inet_proto . inet_service : verdict ;".to_owned();
+    for (kind, name, spec) in [
+        ("map", SERVICE_IPS, destination_map.clone()),
+        ("map", SERVICE_NODEPORTS, node_port_map.clone()),
+        ("map", FIREWALL_IPS, destination_map.clone()),
+        ("map", NO_ENDPOINT_SERVICES, destination_map),
+        ("map", NO_ENDPOINT_NODEPORTS, node_port_map),
+        ("set", CLUSTER_IPS, format!("type {addr} ;")),
+        ("set", HAIRPIN, format!("type {addr} . {addr} ;")),
+    ] {
+        tx.push(Op::AddSet {
+            kind,
+            name: name.to_owned(),
+            spec,
+        });
+    }
+    let local_cidrs = ctx.local_cidrs();
+    if !local_cidrs.is_empty() {
+        tx.push(Op::AddSet {
+            kind: "set",
+            name: POD_CIDRS.to_owned(),
+            spec: format!("type {addr} ; flags interval ;"),
+        });
+        for cidr in local_cidrs {
+            tx.push(Op::AddElement {
+                set: POD_CIDRS.to_owned(),
+                key: cidr.to_string(),
+                value: None,
+            });
+        }
+    }
+
+    for (from, condition, to) in JUMPS {
+        let rule = if condition.is_empty() {
+            format!("jump {to}")
+        } else {
+            format!("{condition} jump {to}")
+        };
+        tx.rule(from, rule);
+    }
+    let mark = format!("{:#x}", 1u32 << ctx.config.masquerade_bit.min(31));
+    tx.rule(
+        MARK_FOR_MASQUERADE,
+        format!("meta mark set meta mark | {mark}"),
+    );
+    tx.rule(
+        MASQUERADING,
+        format!("ct status dnat {ipx} saddr . {ipx} daddr @{HAIRPIN} jump {MARK_FOR_MASQUERADE}"),
+    );
+    tx.rule(MASQUERADING, format!("meta mark & {mark} == 0 return"));
+    tx.rule(MASQUERADING, format!("meta mark set meta mark ^ {mark}"));
+    tx.rule(MASQUERADING, "masquerade fully-random");
+    tx.rule(REJECT_CHAIN, "reject");
+
+    tx.rule(
+        SERVICES,
+        format!("{ipx} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+    );
+    if let Some(node_ports) = node_port_match(ctx) {
+        tx.rule(
+            SERVICES,
+            format!("{node_ports} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+        );
+        tx.rule(
+            NODEPORT_ENDPOINTS_CHECK,
+            format!("{node_ports} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"),
+        );
+    }
+    tx.rule(
+        FIREWALL_CHECK,
+        format!("{ipx} daddr . meta l4proto . th dport vmap @{FIREWALL_IPS}"),
+    );
+    tx.rule(
+        SERVICE_ENDPOINTS_CHECK,
+        format!("{ipx} daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"),
+    );
+    tx.rule(
+        CLUSTER_IPS_CHECK,
+        format!("{ipx} daddr @{CLUSTER_IPS} reject"),
+    );
+    let service_cidrs: Vec<String> = ctx
+        .config
+        .service_cidrs
+        .iter()
+        .filter(|cidr| IpFamily::of_net(cidr) == ctx.family)
+        .map(ToString::to_string)
+        .collect();
+    if !service_cidrs.is_empty() {
+        tx.rule(
+            CLUSTER_IPS_CHECK,
+            format!("{ipx} daddr {{ {} }} drop", service_cidrs.join(", ")),
+        );
+    }
+}
+
+/// The match for destinations that node ports answer on, or `None` when none of this family.
+fn node_port_match(ctx: &FamilyContext<'_>) -> Option<String> {
+    let ipx = ctx.ipx;
+    let not_localhost = match ctx.family {
+        IpFamily::V4 => "ip daddr != 127.0.0.0/8",
+        IpFamily::V6 => "ip6 daddr != ::1",
+    };
+    match &ctx.config.node_port_addresses {
+        NodePortAddresses::All => Some(format!("fib daddr type local {not_localhost}")),
+        NodePortAddresses::Primary => ctx.primary_ip().map(|ip| format!("{ipx} daddr {ip}")),
+        NodePortAddresses::Cidrs(cidrs) => {
+            let cidrs: Vec<String> = cidrs
+                .iter()
+                .filter(|cidr| IpFamily::of_net(cidr) == ctx.family)
+                .map(ToString::to_string)
+                .collect();
+            (!cidrs.is_empty()).then(|| {
+                format!(
+                    "fib daddr type local {not_localhost} {ipx} daddr {{ {} }}",
+                    cidrs.join(", ")
+                )
+            })
+        }
+    }
+}

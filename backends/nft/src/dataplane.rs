@@ -1,0 +1,409 @@
+//! [`NftDataplane`]: the `Dataplane` that programs the `ip`/`ip6 kube-proxy` tables.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use kproxy_core::{
+    ChangeSet, Dataplane, DataplaneError, IpFamily, ProxyConfig, ProxyState, ServicePortName,
+};
+
+use crate::base::write_base;
+use crate::error::NftError;
+use crate::kernel::NftKernel;
+use crate::names;
+use crate::render::{Element, FamilyContext, PortRules, render_port};
+use crate::slots::Slots;
+use crate::transaction::{Op, Transaction};
+
+/// What this dataplane believes one family's table holds.
+#[derive(Debug, Default)]
+struct FamilyTable {
+    ports: HashMap<ServicePortName, PortRules>,
+    /// Every service port that wants a shared element, with the value it wants; the first
+    /// owner's value is the one programmed.
+    owners: HashMap<(String, String), BTreeMap<ServicePortName, Option<String>>>,
+    endpoint_maps: BTreeSet<String>,
+    /// How many keys each shared set holds, to drop endpoint maps that emptied.
+    set_sizes: HashMap<String, usize>,
+    slots: Slots,
+}
+
+impl FamilyTable {
+    fn effective(&self, set: &str, key: &str) -> Option<Option<String>> {
+        self.owners
+            .get(&(set.to_owned(), key.to_owned()))
+            .and_then(|o| o.values().next().cloned())
+    }
+
+    fn own(&mut self, owner: &ServicePortName, element: &Element) {
+        let owners = self
+            .owners
+            .entry((element.set.clone(), element.key.clone()))
+            .or_default();
+        if owners.is_empty() {
+            *self.set_sizes.entry(element.set.clone()).or_default() += 1;
+        }
+        owners.insert(owner.clone(), element.value.clone());
+    }
+
+    fn disown(&mut self, owner: &ServicePortName, element: &Element) {
+        let key = (element.set.clone(), element.key.clone());
+        if let Some(owners) = self.owners.get_mut(&key) {
+            owners.remove(owner);
+            if owners.is_empty() {
+                self.owners.remove(&key);
+                if let Some(size) = self.set_sizes.get_mut(&element.set) {
+                    *size -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// Programs nftables: one table per IP family, rewritten atomically by every sync.
+///
+/// A full sync replaces each table whole in one transaction. An incremental sync rewrites only
+/// the chains of the changed service ports and adds or deletes only their map elements, so its
+/// cost follows the change, not the cluster.
+///
+/// Session-affinity state (the per-endpoint client sets) starts afresh at every full sync.
+pub struct NftDataplane {
+    config: ProxyConfig,
+    kernel: Box<dyn NftKernel>,
+    tables: BTreeMap<IpFamily, FamilyTable>,
+    needs_full: bool,
+}
+
+impl std::fmt::Debug for NftDataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NftDataplane")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NftDataplane {
+    /// A dataplane that programs `kernel` according to `config`.
+    pub fn new(config: ProxyConfig, kernel: Box<dyn NftKernel>) -> Self {
+        Self {
+            config,
+            kernel,
+            tables: BTreeMap::new(),
+            needs_full: true,
+        }
+    }
+
+    /// The kernel access this dataplane uses.
+    pub fn kernel(&mut self) -> &mut dyn NftKernel {
+        self.kernel.as_mut()
+    }
+
+    /// Renders the full-sync transactions of `state` without applying them.
+    pub fn render_full(&self, state: &ProxyState) -> Vec<Transaction> {
+        self.config
+            .ip_families
+            .iter()
+            .map(|family| full_table(&self.config, state, *family).0)
+            .collect()
+    }
+
+    async fn apply(&mut self, transactions: &[Transaction]) -> Result<(), DataplaneError> {
+        let result = self.kernel.apply_all(transactions).await;
+        result.map_err(|error| {
+            self.needs_full = true;
+            if let Some(command) = error.command() {
+                tracing::debug!(%command, "refused nft input");
+            }
+            DataplaneError::with_source("nftables transaction failed", error)
+        })
+    }
+}
+
+/// Renders one family's whole table.
+fn full_table(
+    config: &ProxyConfig,
+    state: &ProxyState,
+    family: IpFamily,
+) -> (Transaction, FamilyTable) {
+    let ctx = FamilyContext::new(family, config, state.node());
+    let mut table = FamilyTable::default();
+    let mut tx = Transaction::new(family);
+    tx.push(Op::AddTable);
+    tx.push(Op::DeleteTable);
+    tx.push(Op::AddTable);
+    write_base(&ctx, &mut tx);
+    for (name, port_state) in state.iter() {
+        let rules = render_port(&ctx, port_state, &mut table.slots);
+        if rules == PortRules::default() {
+            continue;
+        }
+        for element in &rules.elements {
+            table.own(name, element);
+        }
+        table.ports.insert(name.clone(), rules);
+    }
+    let mut ports: Vec<(&ServicePortName, &PortRules)> = table.ports.iter().collect();
+    ports.sort_by(|a, b| a.0.cmp(b.0));
+    let mut element_sets: BTreeSet<&str> = BTreeSet::new();
+    for (_, rules) in &ports {
+        for (name, set) in &rules.sets {
+            tx.push(Op::AddSet {
+                kind: set.kind,
+                name: name.clone(),
+                spec: set.spec.clone(),
+            });
+        }
+        element_sets.extend(rules.elements.iter().map(|e| e.set.as_str()));
+    }
+    let endpoint_maps: BTreeSet<String> = element_sets
+        .iter()
+        .filter(|set| set.starts_with("endpoints-"))
+        .map(|s| (*s).to_owned())
+        .collect();
+    for map in &endpoint_maps {
+        tx.push(endpoint_map_op(family, map));
+    }
+    for (_, rules) in &ports {
+        for chain in rules.chains.keys() {
+            tx.chain(chain);
+        }
+    }
+    for (_, rules) in &ports {
+        for (chain, chain_rules) in &rules.chains {
+            for rule in chain_rules {
+                tx.rule(chain, rule.clone());
+            }
+        }
+    }
+    let mut elements: Vec<(&(String, String), Option<String>)> = table
+        .owners
+        .iter()
+        .filter_map(|(key, owners)| owners.values().next().map(|value| (key, value.clone())))
+        .collect();
+    elements.sort();
+    for ((set, key), value) in elements {
+        tx.push(Op::AddElement {
+            set: set.clone(),
+            key: key.clone(),
+            value,
+        });
+    }
+    table.endpoint_maps = endpoint_maps;
+    (tx, table)
+}
+
+fn endpoint_map_op(family: IpFamily, name: &str) -> Op {
+    let ipx = names::family_keyword(family);
+    Op::AddSet {
+        kind: "map",
+        name: name.to_owned(),
+        spec: format!("typeof numgen random mod 1 : {ipx} daddr . th dport ;"),
+    }
+}
+
+/// Renders the changed ports of one family into `table` and returns the transaction that takes
+/// the kernel from the old table to the new one.
+fn partial_table(
+    config: &ProxyConfig,
+    state: &ProxyState,
+    changes: &ChangeSet,
+    family: IpFamily,
+    table: &mut FamilyTable,
+) -> Transaction {
+    let ctx = FamilyContext::new(family, config, state.node());
+    let mut add_sets = Vec::new();
+    let mut add_chains = Vec::new();
+    let mut chain_rules = Vec::new();
+    let mut removed_chains = Vec::new();
+    let mut removed_sets = Vec::new();
+    let mut prior: BTreeMap<(String, String), Option<Option<String>>> = BTreeMap::new();
+
+    for (name, change) in changes.iter() {
+        let old = table.ports.remove(name).unwrap_or_default();
+        let new = change
+            .current
+            .as_ref()
+            .map(|current| render_port(&ctx, current, &mut table.slots))
+            .unwrap_or_default();
+        for chain in old.slotted.difference(&new.slotted) {
+            table.slots.release(chain);
+        }
+        for (chain, rules) in &new.chains {
+            match old.chains.get(chain) {
+                Some(old_rules) if old_rules == rules => continue,
+                Some(_) => chain_rules.push(Op::FlushChain {
+                    name: chain.clone(),
+                }),
+                None => add_chains.push(Op::AddChain {
+                    name: chain.clone(),
+                    base: None,
+                }),
+            }
+            for rule in rules {
+                chain_rules.push(Op::AddRule {
+                    chain: chain.clone(),
+                    rule: rule.clone(),
+                });
+            }
+        }
+        removed_chains.extend(
+            old.chains
+                .keys()
+                .filter(|c| !new.chains.contains_key(*c))
+                .cloned(),
+        );
+        for (set, spec) in &new.sets {
+            if !old.sets.contains_key(set) {
+                add_sets.push(Op::AddSet {
+                    kind: spec.kind,
+                    name: set.clone(),
+                    spec: spec.spec.clone(),
+                });
+            }
+        }
+        for (set, spec) in &old.sets {
+            if !new.sets.contains_key(set) {
+                removed_sets.push(Op::DeleteSet {
+                    kind: spec.kind,
+                    name: set.clone(),
+                });
+            }
+        }
+        for element in old.elements.difference(&new.elements) {
+            let key = (element.set.clone(), element.key.clone());
+            prior
+                .entry(key)
+                .or_insert_with(|| table.effective(&element.set, &element.key));
+            table.disown(name, element);
+        }
+        for element in new.elements.difference(&old.elements) {
+            let key = (element.set.clone(), element.key.clone());
+            prior
+                .entry(key)
+                .or_insert_with(|| table.effective(&element.set, &element.key));
+            table.own(name, element);
+        }
+        if new != PortRules::default() {
+            table.ports.insert(name.clone(), new);
+        }
+    }
+
+    let mut delete_elements = Vec::new();
+    let mut add_elements = Vec::new();
+    for ((set, key), before) in prior {
+        let after = table.effective(&set, &key);
+        if before == after {
+            continue;
+        }
+        if before.is_some() {
+            delete_elements.push(Op::DeleteElement {
+                set: set.clone(),
+                key: key.clone(),
+            });
+        }
+        if let Some(value) = after {
+            if set.starts_with("endpoints-") && table.endpoint_maps.insert(set.clone()) {
+                add_sets.push(endpoint_map_op(family, &set));
+            }
+            add_elements.push(Op::AddElement { set, key, value });
+        }
+    }
+
+    // An endpoint map that lost its last element is no longer referenced by any rule.
+    let emptied: Vec<String> = table
+        .endpoint_maps
+        .iter()
+        .filter(|map| table.set_sizes.get(*map).copied().unwrap_or(0) == 0)
+        .cloned()
+        .collect();
+    for map in &emptied {
+        table.endpoint_maps.remove(map);
+        table.set_sizes.remove(map);
+        removed_sets.push(Op::DeleteSet {
+            kind: "map",
+            name: map.clone(),
+        });
+    }
+
+    let mut tx = Transaction::new(family);
+    let ops = add_sets
+        .into_iter()
+        .chain(delete_elements)
+        .chain(add_chains)
+        .chain(chain_rules)
+        .chain(add_elements)
+        .chain(
+            removed_chains
+                .iter()
+                .map(|name| Op::FlushChain { name: name.clone() }),
+        )
+        .chain(
+            removed_chains
+                .iter()
+                .map(|name| Op::DeleteChain { name: name.clone() }),
+        )
+        .chain(removed_sets);
+    for op in ops {
+        tx.push(op);
+    }
+    tx
+}
+
+#[async_trait]
+impl Dataplane for NftDataplane {
+    fn name(&self) -> &str {
+        "nftables"
+    }
+
+    async fn sync(
+        &mut self,
+        state: &ProxyState,
+        changes: &ChangeSet,
+    ) -> Result<(), DataplaneError> {
+        if self.needs_full || changes.node().is_some() {
+            return self.full_sync(state).await;
+        }
+        let mut transactions = Vec::new();
+        for family in self.config.ip_families.clone() {
+            let table = self.tables.entry(family).or_default();
+            let tx = partial_table(&self.config, state, changes, family, table);
+            if !tx.is_empty() {
+                transactions.push(tx);
+            }
+        }
+        // On failure the model above is ahead of the kernel; `apply` marks the next sync full.
+        self.apply(&transactions).await
+    }
+
+    async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
+        let mut transactions = Vec::new();
+        let mut tables = BTreeMap::new();
+        for family in &self.config.ip_families {
+            let (tx, table) = full_table(&self.config, state, *family);
+            transactions.push(tx);
+            tables.insert(*family, table);
+        }
+        self.apply(&transactions).await?;
+        self.tables = tables;
+        self.needs_full = false;
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) -> Result<(), DataplaneError> {
+        let mut transactions = Vec::new();
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let mut tx = Transaction::new(family);
+            tx.push(Op::AddTable);
+            tx.push(Op::DeleteTable);
+            transactions.push(tx);
+        }
+        self.tables.clear();
+        self.needs_full = true;
+        self.kernel
+            .apply_all(&transactions)
+            .await
+            .map_err(|error: NftError| {
+                DataplaneError::with_source("nftables cleanup failed", error)
+            })
+    }
+}

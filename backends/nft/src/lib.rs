@@ -1,0 +1,30 @@
+//! The nftables dataplane of kube-proxy-rs: programs the `ip kube-proxy` and `ip6 kube-proxy`
+//! tables, owned wholly by this backend, with one atomic transaction per sync.
+//!
+//! ```text
+//!  nat-prerouting / nat-output ─► services ─ vmap @service-ips / @service-nodeports ─►
+//!      service-…   (cluster policy)  ─ numgen → @endpoints-NNN ─► dnat
+//!      local-…     (local policy)    ─ numgen → @endpoints-NNN ─► dnat
+//!      external-…  (node port, external and load-balancer IPs) ─► masquerade mark, policy
+//!  filter-* (before DNAT) ─► reject/drop for no endpoints, firewall, unused cluster-IP ports
+//!  nat-postrouting ─► masquerading (marked packets and hairpin connections)
+//! ```
+//!
+//! Kernel access sits behind [`NftKernel`]: [`NftCommand`] drives the `nft` binary, [`FakeNft`]
+//! is an in-memory, transactional stand-in for unit tests.
+
+mod base;
+mod dataplane;
+mod error;
+mod fake;
+mod kernel;
+pub mod names;
+mod render;
+mod slots;
+mod transaction;
+
+pub use dataplane::NftDataplane;
+pub use error::NftError;
+pub use fake::FakeNft;
+pub use kernel::{NftCommand, NftKernel};
+pub use transaction::{BaseChain, Op, Transaction};

@@ -1,0 +1,255 @@
+//! Transactions as values: a list of nft operations on one table, applied all or nothing.
+//!
+//! `Display` renders the exact `nft -f` input, one command per line, so a failed transaction
+//! can be logged and replayed by hand.
+
+use std::fmt;
+
+use kproxy_core::IpFamily;
+
+use crate::names::{TABLE, family_keyword};
+
+/// The hook of a base chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    /// `filter` or `nat`.
+    pub kind: &'static str,
+    /// `prerouting`, `input`, `forward`, `output` or `postrouting`.
+    pub hook: &'static str,
+    /// The priority, as a number (`-100` is dstnat, `100` srcnat).
+    pub priority: i32,
+}
+
+/// One operation on the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Creates the table if missing.
+    AddTable,
+    /// Deletes the table and everything in it.
+    DeleteTable,
+    /// Creates a chain if missing; a base chain when `base` is set.
+    AddChain {
+        /// The chain.
+        name: String,
+        /// Its hook, for a base chain.
+        base: Option<BaseChain>,
+    },
+    /// Removes every rule of a chain.
+    FlushChain {
+        /// The chain.
+        name: String,
+    },
+    /// Deletes an empty, unreferenced chain.
+    DeleteChain {
+        /// The chain.
+        name: String,
+    },
+    /// Appends a rule to a chain.
+    AddRule {
+        /// The chain.
+        chain: String,
+        /// The rule, in nft syntax.
+        rule: String,
+    },
+    /// Creates a set or map if missing.
+    AddSet {
+        /// `set` or `map`.
+        kind: &'static str,
+        /// The set.
+        name: String,
+        /// Its declaration body (`type ... ; flags ... ;`).
+        spec: String,
+    },
+    /// Removes every element of a set or map.
+    FlushSet {
+        /// `set` or `map`.
+        kind: &'static str,
+        /// The set.
+        name: String,
+    },
+    /// Deletes an unreferenced set or map.
+    DeleteSet {
+        /// `set` or `map`.
+        kind: &'static str,
+        /// The set.
+        name: String,
+    },
+    /// Adds an element to a set (no value) or map.
+    AddElement {
+        /// The set.
+        set: String,
+        /// The key, in nft syntax.
+        key: String,
+        /// The value of a map element.
+        value: Option<String>,
+    },
+    /// Deletes an element by key.
+    DeleteElement {
+        /// The set.
+        set: String,
+        /// The key, in nft syntax.
+        key: String,
+    },
+}
+
+/// An ordered list of operations on one family's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    family: IpFamily,
+    ops: Vec<Op>,
+}
+
+impl Transaction {
+    /// An empty transaction on the `family` table.
+    pub fn new(family: IpFamily) -> Self {
+        Self {
+            family,
+            ops: Vec::new(),
+        }
+    }
+
+    /// The table's family.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Appends an operation.
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    /// Appends a rule.
+    pub fn rule(&mut self, chain: &str, rule: impl Into<String>) {
+        self.push(Op::AddRule {
+            chain: chain.to_owned(),
+            rule: rule.into(),
+        });
+    }
+
+    /// Appends a regular chain.
+    pub fn chain(&mut self, name: &str) {
+        self.push(Op::AddChain {
+            name: name.to_owned(),
+            base: None,
+        });
+    }
+}
+
+impl fmt::Display for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = format!("{} {TABLE}", family_keyword(self.family));
+        let mut ops = self.ops.iter().peekable();
+        while let Some(op) = ops.next() {
+            match op {
+                Op::AddTable => writeln!(f, "add table {table}")?,
+                Op::DeleteTable => writeln!(f, "delete table {table}")?,
+                Op::AddChain { name, base: None } => writeln!(f, "add chain {table} {name}")?,
+                Op::AddChain {
+                    name,
+                    base: Some(base),
+                } => writeln!(
+                    f,
+                    "add chain {table} {name} {{ type {} hook {} priority {} ; }}",
+                    base.kind, base.hook, base.priority
+                )?,
+                Op::FlushChain { name } => writeln!(f, "flush chain {table} {name}")?,
+                Op::DeleteChain { name } => writeln!(f, "delete chain {table} {name}")?,
+                Op::AddRule { chain, rule } => writeln!(f, "add rule {table} {chain} {rule}")?,
+                Op::AddSet { kind, name, spec } => {
+                    writeln!(f, "add {kind} {table} {name} {{ {spec} }}")?
+                }
+                Op::FlushSet { kind, name } => writeln!(f, "flush {kind} {table} {name}")?,
+                Op::DeleteSet { kind, name } => writeln!(f, "delete {kind} {table} {name}")?,
+                Op::AddElement { set, .. } | Op::DeleteElement { set, .. } => {
+                    // Consecutive element operations on one set share a command: nft parses
+                    // one long command much faster than many short ones.
+                    let adding = matches!(op, Op::AddElement { .. });
+                    write!(
+                        f,
+                        "{} element {table} {set} {{ ",
+                        if adding { "add" } else { "delete" }
+                    )?;
+                    write_element(f, op)?;
+                    while let Some(next) = ops.next_if(|next| same_element_batch(op, next)) {
+                        f.write_str(", ")?;
+                        write_element(f, next)?;
+                    }
+                    writeln!(f, " }}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn same_element_batch(first: &Op, next: &Op) -> bool {
+    match (first, next) {
+        (Op::AddElement { set: a, .. }, Op::AddElement { set: b, .. })
+        | (Op::DeleteElement { set: a, .. }, Op::DeleteElement { set: b, .. }) => a == b,
+        _ => false,
+    }
+}
+
+fn write_element(f: &mut fmt::Formatter<'_>, op: &Op) -> fmt::Result {
+    match op {
+        Op::AddElement {
+            key,
+            value: Some(value),
+            ..
+        } => write!(f, "{key} : {value}"),
+        Op::AddElement {
+            key, value: None, ..
+        }
+        | Op::DeleteElement { key, .. } => f.write_str(key),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_nft_commands_and_batches_elements() {
+        let mut tx = Transaction::new(IpFamily::V4);
+        tx.push(Op::AddTable);
+        tx.push(Op::AddChain {
+            name: "nat-output".into(),
+            base: Some(BaseChain {
+                kind: "nat",
+                hook: "output",
+                priority: -100,
+            }),
+        });
+        tx.rule("nat-output", "jump services");
+        for key in ["1.1.1.1", "2.2.2.2"] {
+            tx.push(Op::AddElement {
+                set: "s".into(),
+                key: key.into(),
+                value: None,
+            });
+        }
+        tx.push(Op::DeleteElement {
+            set: "m".into(),
+            key: "3.3.3.3 . tcp . 80".into(),
+        });
+        assert_eq!(
+            tx.to_string(),
+            "add table ip kube-proxy\n\
+             add chain ip kube-proxy nat-output { type nat hook output priority -100 ; }\n\
+             add rule ip kube-proxy nat-output jump services\n\
+             add element ip kube-proxy s { 1.1.1.1, 2.2.2.2 }\n\
+             delete element ip kube-proxy m { 3.3.3.3 . tcp . 80 }\n"
+        );
+    }
+}

@@ -18,6 +18,8 @@
 //! A CNI author implements [`Dataplane`], feeds events through a [`TrackerHandle`], and runs a
 //! [`Reconciler`]; see the `custom_dataplane` example and the book.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod changes;
 pub mod config;
 pub mod convert;

@@ -25,8 +25,14 @@ pub const SERVICES: &[&str] = &["s1", "s2", "s3"];
 /// The EndpointSlice names used.
 pub const SLICES: &[&str] = &["e1", "e2", "e3", "e4"];
 /// Port names and protocols; the same name with two protocols is two service ports.
-const PORTS: &[(&str, &str)] =
-    &[("", "TCP"), ("http", "TCP"), ("http", "UDP"), ("dns", "UDP"), ("sctp", "SCTP"), ("bad", "ICMP")];
+const PORTS: &[(&str, &str)] = &[
+    ("", "TCP"),
+    ("http", "TCP"),
+    ("http", "UDP"),
+    ("dns", "UDP"),
+    ("sctp", "SCTP"),
+    ("bad", "ICMP"),
+];
 
 fn meta(namespace: &str, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
@@ -61,7 +67,12 @@ pub fn service() -> impl Strategy<Value = Service> {
         cluster_ips(),
         subsequence(PORTS.to_vec(), 0..=3),
         vec(port_number(), 3),
-        select(vec!["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]),
+        select(vec![
+            "ClusterIP",
+            "NodePort",
+            "LoadBalancer",
+            "ExternalName",
+        ]),
         option::of(select(vec!["Local", "Cluster"])),
         any::<bool>(),
         subsequence(vec!["192.0.2.1", "2001:db8::1", "bogus"], 0..=2),
@@ -110,22 +121,47 @@ pub fn service() -> impl Strategy<Value = Service> {
 
 fn endpoint() -> impl Strategy<Value = Endpoint> {
     (
-        select(vec!["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00:10::1", "fd00:10::2", "garbage"]),
-        (option::of(any::<bool>()), option::of(any::<bool>()), option::of(any::<bool>())),
+        select(vec![
+            "10.0.0.1",
+            "10.0.0.2",
+            "10.0.0.3",
+            "fd00:10::1",
+            "fd00:10::2",
+            "garbage",
+        ]),
+        (
+            option::of(any::<bool>()),
+            option::of(any::<bool>()),
+            option::of(any::<bool>()),
+        ),
         option::of(select(vec!["node-a", "node-b"])),
         option::of(subsequence(vec!["zone-a", "zone-b"], 0..=2)),
         option::of(subsequence(vec!["node-a", "node-b"], 0..=2)),
     )
-        .prop_map(|(address, (ready, serving, terminating), node, zones, nodes)| Endpoint {
-            addresses: vec![address.into()],
-            conditions: Some(EndpointConditions { ready, serving, terminating }),
-            node_name: node.map(String::from),
-            hints: (zones.is_some() || nodes.is_some()).then(|| EndpointHints {
-                for_zones: zones.map(|z| z.into_iter().map(|name| ForZone { name: name.into() }).collect()),
-                for_nodes: nodes.map(|n| n.into_iter().map(|name| ForNode { name: name.into() }).collect()),
-            }),
-            ..Default::default()
-        })
+        .prop_map(
+            |(address, (ready, serving, terminating), node, zones, nodes)| Endpoint {
+                addresses: vec![address.into()],
+                conditions: Some(EndpointConditions {
+                    ready,
+                    serving,
+                    terminating,
+                }),
+                node_name: node.map(String::from),
+                hints: (zones.is_some() || nodes.is_some()).then(|| EndpointHints {
+                    for_zones: zones.map(|z| {
+                        z.into_iter()
+                            .map(|name| ForZone { name: name.into() })
+                            .collect()
+                    }),
+                    for_nodes: nodes.map(|n| {
+                        n.into_iter()
+                            .map(|name| ForNode { name: name.into() })
+                            .collect()
+                    }),
+                }),
+                ..Default::default()
+            },
+        )
 }
 
 /// An EndpointSlice of one of the pools, usually labelled for one of the pool's Services.
@@ -139,44 +175,46 @@ pub fn endpoint_slice() -> impl Strategy<Value = EndpointSlice> {
         vec(port_number(), 3),
         vec(endpoint(), 0..5),
     )
-        .prop_map(|(ns, name, service, address_type, ports, numbers, endpoints)| {
-            let labels = service
-                .map(|service| {
-                    BTreeMap::from([(
-                        kproxy_core::convert::LABEL_SERVICE_NAME.to_owned(),
-                        service.to_owned(),
-                    )])
-                })
-                .unwrap_or_default();
-            EndpointSlice {
-                metadata: meta(ns, name, labels),
-                address_type: address_type.into(),
-                endpoints,
-                ports: Some(
-                    ports
-                        .iter()
-                        .zip(numbers)
-                        .map(|((port_name, protocol), port)| EndpointPort {
-                            name: Some((*port_name).into()),
-                            protocol: Some((*protocol).into()),
-                            port: Some(port),
-                            ..Default::default()
-                        })
-                        .collect(),
-                ),
-            }
-        })
+        .prop_map(
+            |(ns, name, service, address_type, ports, numbers, endpoints)| {
+                let labels = service
+                    .map(|service| {
+                        BTreeMap::from([(
+                            kproxy_core::convert::LABEL_SERVICE_NAME.to_owned(),
+                            service.to_owned(),
+                        )])
+                    })
+                    .unwrap_or_default();
+                EndpointSlice {
+                    metadata: meta(ns, name, labels),
+                    address_type: address_type.into(),
+                    endpoints,
+                    ports: Some(
+                        ports
+                            .iter()
+                            .zip(numbers)
+                            .map(|((port_name, protocol), port)| EndpointPort {
+                                name: Some((*port_name).into()),
+                                protocol: Some((*protocol).into()),
+                                port: Some(port),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                }
+            },
+        )
 }
 
 /// One event as a watcher would deliver it, or a drain.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A Service was created or updated.
-    UpsertService(Service),
+    UpsertService(Box<Service>),
     /// A Service was deleted.
     DeleteService(String, String),
     /// An EndpointSlice was created or updated.
-    UpsertSlice(EndpointSlice),
+    UpsertSlice(Box<EndpointSlice>),
     /// An EndpointSlice was deleted.
     DeleteSlice(String, String),
     /// The proxy drains the tracker.
@@ -186,10 +224,10 @@ pub enum Event {
 /// A sequence of events with drains at random points (and one at the end).
 pub fn events() -> impl Strategy<Value = Vec<Event>> {
     let event = prop_oneof![
-        3 => service().prop_map(Event::UpsertService),
+        3 => service().prop_map(|s| Event::UpsertService(Box::new(s))),
         1 => (select(NAMESPACES), select(SERVICES))
             .prop_map(|(ns, name)| Event::DeleteService(ns.into(), name.into())),
-        5 => endpoint_slice().prop_map(Event::UpsertSlice),
+        5 => endpoint_slice().prop_map(|s| Event::UpsertSlice(Box::new(s))),
         1 => (select(NAMESPACES), select(SLICES))
             .prop_map(|(ns, name)| Event::DeleteSlice(ns.into(), name.into())),
         2 => Just(Event::Drain),

@@ -24,8 +24,11 @@ pub fn expected_state(
     node: &NodeInfo,
     options: &ConversionOptions,
 ) -> BTreeMap<ServicePortName, ServicePortState> {
-    let slices: Vec<convert::EndpointSliceInfo> =
-        store.slices.values().map(|slice| convert::endpoint_slice(slice, options).value).collect();
+    let slices: Vec<convert::EndpointSliceInfo> = store
+        .slices
+        .values()
+        .map(|slice| convert::endpoint_slice(slice, options).value)
+        .collect();
     let mut state = BTreeMap::new();
     for service in store.services.values() {
         let info = convert::service(service, options).value;
@@ -36,7 +39,9 @@ pub fn expected_state(
                     continue;
                 }
                 for slice_port in &slice.ports {
-                    if slice_port.name != port.name.port || slice_port.protocol != port.name.protocol {
+                    if slice_port.name != port.name.port
+                        || slice_port.protocol != port.name.protocol
+                    {
                         continue;
                     }
                     for endpoint in &slice.endpoints {
@@ -54,7 +59,10 @@ pub fn expected_state(
 fn dedup_preferring_local(candidates: Vec<Endpoint>, node_name: &str) -> Vec<Endpoint> {
     let mut chosen: Vec<Endpoint> = Vec::new();
     for candidate in &candidates {
-        if chosen.iter().any(|e| e.address == candidate.address && e.port == candidate.port) {
+        if chosen
+            .iter()
+            .any(|e| e.address == candidate.address && e.port == candidate.port)
+        {
             continue;
         }
         let same = |e: &&Endpoint| e.address == candidate.address && e.port == candidate.port;
@@ -65,6 +73,6 @@ fn dedup_preferring_local(candidates: Vec<Endpoint>, node_name: &str) -> Vec<End
             .unwrap_or(candidate);
         chosen.push(pick.clone());
     }
-    chosen.sort_by(|a, b| (a.address, a.port).cmp(&(b.address, b.port)));
+    chosen.sort_by_key(|e| (e.address, e.port));
     chosen
 }

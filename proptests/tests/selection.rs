@@ -13,8 +13,14 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases: cases.max(256), ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases: cases.max(256),
+        ..ProptestConfig::default()
+    }
 }
 
 fn names(pool: &'static [&'static str]) -> impl Strategy<Value = BTreeSet<Arc<str>>> {
@@ -31,15 +37,17 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
         prop_oneof![2 => Just(BTreeSet::new()), 3 => names(&["zone-a", "zone-b"])],
         prop_oneof![3 => Just(BTreeSet::new()), 1 => names(&["node-a", "node-b"])],
     )
-        .prop_map(|(last, ready, serving, terminating, node, zone_hints, node_hints)| Endpoint {
-            ready,
-            serving,
-            terminating,
-            node_name: node.map(Arc::from),
-            zone_hints,
-            node_hints,
-            ..Endpoint::ready(IpAddr::from([10, 0, 0, last]), 80)
-        })
+        .prop_map(
+            |(last, ready, serving, terminating, node, zone_hints, node_hints)| Endpoint {
+                ready,
+                serving,
+                terminating,
+                node_name: node.map(Arc::from),
+                zone_hints,
+                node_hints,
+                ..Endpoint::ready(IpAddr::from([10, 0, 0, last]), 80)
+            },
+        )
 }
 
 fn endpoints() -> impl Strategy<Value = Vec<Endpoint>> {
@@ -51,22 +59,26 @@ fn endpoints() -> impl Strategy<Value = Vec<Endpoint>> {
 }
 
 fn service_port() -> impl Strategy<Value = ServicePort> {
-    (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(node_port, external_local, internal_local)| {
-        let mut port = ServicePort::cluster_ip(
-            ServicePortName::new("ns", "svc", "", Protocol::Tcp),
-            IpAddr::from([172, 30, 0, 1]),
-            80,
-        );
-        port.node_port = node_port.then_some(30080);
-        port.external_policy_local = external_local && node_port;
-        port.internal_policy_local = internal_local;
-        port
-    })
+    (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(node_port, external_local, internal_local)| {
+            let mut port = ServicePort::cluster_ip(
+                ServicePortName::new("ns", "svc", "", Protocol::Tcp),
+                IpAddr::from([172, 30, 0, 1]),
+                80,
+            );
+            port.node_port = node_port.then_some(30080);
+            port.external_policy_local = external_local && node_port;
+            port.internal_policy_local = internal_local;
+            port
+        },
+    )
 }
 
 fn node() -> impl Strategy<Value = NodeInfo> {
-    option::of(select(&["zone-a", "zone-b"][..]))
-        .prop_map(|zone| NodeInfo { zone: zone.map(String::from), ..NodeInfo::named("node-a") })
+    option::of(select(&["zone-a", "zone-b"][..])).prop_map(|zone| NodeInfo {
+        zone: zone.map(String::from),
+        ..NodeInfo::named("node-a")
+    })
 }
 
 fn is_ready(e: &Endpoint) -> bool {

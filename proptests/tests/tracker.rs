@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_core::{
     ChangeSet, ConversionOptions, NamespacedName, NodeInfo, ProxyState, ServiceChangeTracker,
     ServicePortName, ServicePortState,
@@ -14,23 +16,40 @@ use kproxy_proptests::reference::{ObjectStore, expected_state};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases: cases.max(256), ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases: cases.max(256),
+        ..ProptestConfig::default()
+    }
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NamespacedName {
-    NamespacedName::new(meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+    NamespacedName::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 fn as_map(state: &ProxyState) -> BTreeMap<ServicePortName, ServicePortState> {
-    state.iter().map(|(k, v)| (k.clone(), ServicePortState::clone(v))).collect()
+    state
+        .iter()
+        .map(|(k, v)| (k.clone(), ServicePortState::clone(v)))
+        .collect()
 }
 
 /// Feeds `events` to a tracker and a store side by side; calls `check` at every drain with
 /// the change set, the expected state before it and the expected state after it.
 fn replay(
     events: &[Event],
-    mut check: impl FnMut(&ChangeSet, &BTreeMap<ServicePortName, ServicePortState>, &BTreeMap<ServicePortName, ServicePortState>, &ServiceChangeTracker),
+    mut check: impl FnMut(
+        &ChangeSet,
+        &BTreeMap<ServicePortName, ServicePortState>,
+        &BTreeMap<ServicePortName, ServicePortState>,
+        &ServiceChangeTracker,
+    ),
 ) {
     let node = NodeInfo::named("node-a");
     let options = ConversionOptions::default();
@@ -40,7 +59,9 @@ fn replay(
     for event in events {
         match event {
             Event::UpsertService(service) => {
-                store.services.insert(key_of(&service.metadata), service.clone());
+                store
+                    .services
+                    .insert(key_of(&service.metadata), Service::clone(service));
                 tracker.upsert_service(service);
             }
             Event::DeleteService(ns, name) => {
@@ -48,7 +69,9 @@ fn replay(
                 tracker.delete_service(ns, name);
             }
             Event::UpsertSlice(slice) => {
-                store.slices.insert(key_of(&slice.metadata), slice.clone());
+                store
+                    .slices
+                    .insert(key_of(&slice.metadata), EndpointSlice::clone(slice));
                 tracker.upsert_endpoint_slice(slice);
             }
             Event::DeleteSlice(ns, name) => {
@@ -104,9 +127,9 @@ proptest! {
         let mut store = ObjectStore::default();
         for event in &events {
             match event {
-                Event::UpsertService(s) => { store.services.insert(key_of(&s.metadata), s.clone()); }
+                Event::UpsertService(s) => { store.services.insert(key_of(&s.metadata), Service::clone(s)); }
                 Event::DeleteService(ns, n) => { store.services.remove(&NamespacedName::new(ns, n)); }
-                Event::UpsertSlice(s) => { store.slices.insert(key_of(&s.metadata), s.clone()); }
+                Event::UpsertSlice(s) => { store.slices.insert(key_of(&s.metadata), EndpointSlice::clone(s)); }
                 Event::DeleteSlice(ns, n) => { store.slices.remove(&NamespacedName::new(ns, n)); }
                 Event::Drain => {}
             }

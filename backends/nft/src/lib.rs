@@ -13,6 +13,8 @@
 //! Kernel access sits behind [`NftKernel`]: [`NftCommand`] drives the `nft` binary, [`FakeNft`]
 //! is an in-memory, transactional stand-in for unit tests.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod base;
 mod dataplane;
 mod error;

@@ -56,7 +56,8 @@ async fn incremental_syncs_equal_a_full_sync_through_every_step() {
     let mut tracker = tracker();
     let (mut dataplane, fake) = dataplane();
     dataplane.full_sync(&tracker.state()).await.unwrap();
-    let steps: Vec<Box<dyn Fn(&mut kproxy_core::ServiceChangeTracker)>> = vec![
+    type Step = Box<dyn Fn(&mut kproxy_core::ServiceChangeTracker)>;
+    let steps: Vec<Step> = vec![
         Box::new(sample_cluster),
         Box::new(|t| {
             t.upsert_endpoint_slice(&slice(

@@ -4,7 +4,12 @@
 //! the node `node-a` at 192.168.0.2 with pod CIDR 10.0.1.0/24.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
-#![allow(missing_docs, unreachable_pub, reason = "test helpers")]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    reason = "test helpers"
+)]
 
 use std::collections::BTreeMap;
 

@@ -24,7 +24,11 @@ fn service(i: usize) -> Service {
         },
         spec: Some(ServiceSpec {
             cluster_ip: Some(format!("172.30.{}.{}", i / 250, i % 250 + 1)),
-            ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         status: None,
@@ -77,7 +81,8 @@ fn cluster() -> Cluster {
 }
 
 fn loaded(cluster: &Cluster) -> ServiceChangeTracker {
-    let mut tracker = ServiceChangeTracker::new(NodeInfo::named("node-0"), ConversionOptions::default());
+    let mut tracker =
+        ServiceChangeTracker::new(NodeInfo::named("node-0"), ConversionOptions::default());
     for s in &cluster.services {
         tracker.upsert_service(s);
     }
@@ -91,7 +96,9 @@ fn loaded(cluster: &Cluster) -> ServiceChangeTracker {
 fn benches(c: &mut Criterion) {
     let cluster = cluster();
     let mut group = c.benchmark_group("tracker_10k_services_x10");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
 
     group.bench_function("initial_load_and_drain", |b| {
         b.iter_batched(
@@ -114,7 +121,9 @@ fn benches(c: &mut Criterion) {
     let flipped = slice(4_321, u32::MAX ^ 1);
     let original = slice(4_321, u32::MAX);
     let mut toggle = false;
-    group.sample_size(100).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(100)
+        .measurement_time(Duration::from_secs(5));
     group.bench_function("one_endpoint_changed_then_drain", |b| {
         b.iter(|| {
             toggle = !toggle;
@@ -126,9 +135,12 @@ fn benches(c: &mut Criterion) {
     });
 
     // 100,000 slice updates over the whole cluster, queued before one drain.
-    let updates: Vec<EndpointSlice> =
-        (0..100_000).map(|n| slice((n * 7_919) % SERVICES, u32::MAX ^ (1 << (n % ENDPOINTS)))).collect();
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    let updates: Vec<EndpointSlice> = (0..100_000)
+        .map(|n| slice((n * 7_919) % SERVICES, u32::MAX ^ (1 << (n % ENDPOINTS))))
+        .collect();
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("drain_after_100k_queued_events", |b| {
         b.iter_custom(|iterations| {
             let mut measured = Duration::ZERO;

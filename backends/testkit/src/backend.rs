@@ -1,6 +1,7 @@
 //! Builds the dataplane under test for a backend name.
 
 use kproxy_core::{Dataplane, ProxyConfig, RecordingDataplane};
+use kproxy_nft::{NftCommand, NftDataplane};
 
 use crate::error::{Error, Result};
 
@@ -47,10 +48,12 @@ pub fn dataplane(
     config: &ProxyConfig,
     node_netns: &str,
 ) -> Result<Box<dyn Dataplane>> {
-    let _ = (config, node_netns);
     match canonical(backend) {
         "none" => Ok(Box::new(RecordingDataplane::new())),
-        "nftables" => Err(Error::Backend("nft not built in".to_owned())),
+        "nftables" => Ok(Box::new(NftDataplane::new(
+            config.clone(),
+            Box::new(NftCommand::in_netns(node_netns)),
+        ))),
         other => Err(Error::Backend(format!(
             "{other} is unknown; known backends: {}",
             BACKENDS.join(", ")

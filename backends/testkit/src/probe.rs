@@ -328,12 +328,23 @@ fn bound_client_socket(
     Err(last.unwrap_or_else(|| Error::World("no free source port".to_owned())))
 }
 
-/// Connects and reads the answer; `Ok(None)` on timeout.
+/// Connects and reads the answer line; `Ok(None)` on timeout.
 async fn stream_exchange(
     fd: std::os::fd::OwnedFd,
     dst: SocketAddr,
     timeout: Duration,
 ) -> std::io::Result<Option<String>> {
+    Ok(stream_connect(fd, dst, timeout)
+        .await?
+        .map(|(line, _)| line))
+}
+
+/// Connects and reads the answer line; also returns the open stream. `Ok(None)` on timeout.
+async fn stream_connect(
+    fd: std::os::fd::OwnedFd,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<Option<(String, tokio::net::TcpStream)>> {
     let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
     let deadline = tokio::time::Instant::now() + timeout;
     let Ok(connected) = tokio::time::timeout_at(deadline, socket.connect(dst)).await else {
@@ -341,13 +352,99 @@ async fn stream_exchange(
     };
     let mut stream = connected?;
     let mut answer = Vec::new();
-    match tokio::time::timeout_at(deadline, stream.read_to_end(&mut answer)).await {
-        Ok(read) => {
-            read?;
-            Ok(Some(String::from_utf8_lossy(&answer).into_owned()))
+    let mut byte = [0u8; 1];
+    // Byte by byte up to the newline: nothing after the answer may be consumed.
+    while !answer.ends_with(b"\n") && answer.len() < 512 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut byte)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => answer.push(byte[0]),
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Ok(None),
         }
-        Err(_) => Ok(None),
     }
+    Ok(Some((
+        String::from_utf8_lossy(&answer).into_owned(),
+        stream,
+    )))
+}
+
+/// Opens a TCP connection for a probe and keeps it: returns the server's answer and the
+/// stream, which echoes whatever is written to it until it is closed. For tests that check
+/// a connection survives syncs (see [`echo`]).
+///
+/// # Errors
+///
+/// The probe's outcome when no server answered (REJECT, DROP or an error).
+pub async fn open_stream(
+    world: &World,
+    probe: &Probe,
+    timeout: Duration,
+) -> Result<(Reply, tokio::net::TcpStream), Outcome> {
+    let ns = world
+        .source_netns(probe.src)
+        .map_err(|error| Outcome::Error(error.to_string()))?;
+    let fd = bound_client_socket(ns, probe.src, SockType::Stream, SockProtocol::Tcp)
+        .map_err(|error| Outcome::Error(error.to_string()))?;
+    match stream_connect(fd, probe.destination(), timeout).await {
+        Ok(Some((line, stream))) => match line.trim_end().parse::<Reply>() {
+            Ok(reply) => Ok((reply, stream)),
+            Err(why) => Err(Outcome::Error(why)),
+        },
+        Ok(None) => Err(Outcome::Dropped(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+        Err(error) => Err(classify_error(&error)),
+    }
+}
+
+/// Writes `data` to a stream from [`open_stream`] and reads it back.
+///
+/// # Errors
+///
+/// When the connection broke, or the echo did not come back whole within `timeout`.
+pub async fn echo(
+    stream: &mut tokio::net::TcpStream,
+    data: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let exchange = async {
+        stream.write_all(data).await?;
+        let mut back = vec![0u8; data.len()];
+        stream.read_exact(&mut back).await?;
+        if back == data {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the echo came back different"))
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no echo in time",
+            ))
+        })
+}
+
+/// A UDP socket for a probe's source, bound to it and connected to the probe's destination,
+/// for tests that send several datagrams of one flow (each is answered with an answer line).
+///
+/// # Errors
+///
+/// When the socket cannot be made.
+pub async fn udp_session(world: &World, probe: &Probe) -> crate::Result<tokio::net::UdpSocket> {
+    let ns = world.source_netns(probe.src)?;
+    let fd = bound_client_socket(ns, probe.src, SockType::Datagram, SockProtocol::Udp)?;
+    let socket = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd))
+        .map_err(|error| Error::io("UDP socket", error))?;
+    socket
+        .connect(probe.destination())
+        .await
+        .map_err(|error| Error::io("UDP connect", error))?;
+    Ok(socket)
 }
 
 /// Sends a datagram and waits for the answer; `Ok(None)` on timeout.
@@ -358,8 +455,18 @@ async fn udp_exchange(
 ) -> std::io::Result<Option<String>> {
     let socket = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
     socket.connect(dst).await?;
-    socket.send(b"kpt probe\n").await?;
     let mut buffer = [0u8; 512];
+    if let Err(error) = socket.send(b"kpt probe\n").await {
+        if error.raw_os_error() != Some(Errno::EPERM as i32) {
+            return Err(error);
+        }
+        // Netfilter refused the packet on its way out. A REJECT rule also answers with an
+        // ICMP error, which reaches this (connected) socket a moment later; a DROP does not.
+        return match tokio::time::timeout(timeout, socket.recv(&mut buffer)).await {
+            Ok(Err(refusal)) => Err(refusal),
+            _ => Err(error),
+        };
+    }
     match tokio::time::timeout(timeout, socket.recv(&mut buffer)).await {
         Ok(received) => {
             let n = received?;

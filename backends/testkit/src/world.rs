@@ -672,15 +672,27 @@ async fn serve_stream(
     kind: &'static str,
     local: SocketAddr,
 ) {
+    // Connections live in this task's own set, so stopping the server stops them too.
+    let mut connections = JoinSet::new();
     loop {
-        let Ok((mut stream, peer)) = listener.accept().await else {
+        while connections.try_join_next().is_some() {}
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let line = answer(role, kind, local, peer);
-        // A client that went away is its own problem; the server goes on.
-        let _ = stream.write_all(line.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        connections.spawn(serve_connection(stream, answer(role, kind, local, peer)));
     }
+}
+
+/// Writes the answer line, then echoes whatever the client sends until it closes, so a test
+/// can keep a connection open across syncs and check it still carries data.
+async fn serve_connection(mut stream: tokio::net::TcpStream, line: String) {
+    // A client that went away is its own problem; the server goes on.
+    if stream.write_all(line.as_bytes()).await.is_err() {
+        return;
+    }
+    let (mut reader, mut writer) = stream.split();
+    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+    let _ = writer.shutdown().await;
 }
 
 async fn serve_udp(

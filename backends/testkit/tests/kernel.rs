@@ -212,3 +212,90 @@ async fn sctp_probes_fail_clearly_without_kernel_support() {
         None => assert!(matches!(outcome, Outcome::Reply(_)), "{outcome:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lived_connections_echo_and_udp_flows_answer_every_datagram() {
+    require_kernel();
+    let tcp = Probe::tcp(ip("10.0.0.2"), ip("10.180.0.1"), 80);
+    let udp = Probe::udp(ip("203.0.113.2"), ip("172.30.0.41"), 53);
+    let mut spec = spec();
+    spec.probe(&tcp).probe(&udp);
+    let world = World::build(spec).await.expect("world builds");
+
+    let (reply, mut stream) = probe::open_stream(&world, &tcp, probe::DEFAULT_TIMEOUT)
+        .await
+        .expect("connects");
+    assert_eq!(reply.kind, "endpoint");
+    assert_eq!(reply.local, tcp.destination());
+    for round in 0..5u8 {
+        probe::echo(&mut stream, &[round; 100], probe::DEFAULT_TIMEOUT)
+            .await
+            .expect("echoes");
+    }
+
+    let session = probe::udp_session(&world, &udp).await.expect("socket");
+    let mut buffer = [0u8; 256];
+    for _ in 0..3 {
+        session.send(b"ping").await.expect("send");
+        let n = tokio::time::timeout(probe::DEFAULT_TIMEOUT, session.recv(&mut buffer))
+            .await
+            .expect("answer in time")
+            .expect("recv");
+        let reply: probe::Reply = String::from_utf8_lossy(&buffer[..n])
+            .trim()
+            .parse()
+            .expect("an answer line");
+        assert_eq!(reply.role, "gateway");
+        assert_eq!(reply.peer.ip(), udp.src);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_a_bridge_reach_each_other_and_the_gateway() {
+    require_kernel();
+    let probes = [
+        Probe::tcp(ip("10.0.0.2"), ip("10.180.0.1"), 80),
+        Probe::tcp(ip("10.0.0.2"), ip("172.30.0.41"), 80),
+        Probe::tcp(ip("fd00::2"), ip("fd00::1"), 80),
+        Probe::tcp(ip("203.0.113.2"), ip("10.180.0.1"), 80),
+    ];
+    let mut spec = spec();
+    spec.pod_attachment = kproxy_testkit::PodAttachment::Bridge {
+        name: "cni0".to_owned(),
+    };
+    for probe in &probes {
+        spec.probe(probe);
+    }
+    let world = World::build(spec).await.expect("world builds");
+    let links = world
+        .node()
+        .ip(&["-o", "link", "show", "master", "cni0"])
+        .expect("ip link");
+    assert_eq!(
+        links.lines().count(),
+        4,
+        "four pods (two sources, two endpoints) on the bridge: {links}"
+    );
+    expect(&world, &probes[0], "10.180.0.1:80").await;
+    expect(&world, &probes[1], "").await;
+    expect(&world, &probes[2], "[fd00::1]:80").await;
+    expect(&world, &probes[3], "10.180.0.1:80").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_links_carry_the_configured_prefix() {
+    require_kernel();
+    let probe = Probe::tcp(ip("10.0.0.2"), ip("10.180.0.1"), 80);
+    let mut spec = spec();
+    spec.pod_attachment = kproxy_testkit::PodAttachment::Veth {
+        prefix: "cali".to_owned(),
+    };
+    spec.probe(&probe);
+    let world = World::build(spec).await.expect("world builds");
+    let links = world.node().ip(&["-o", "link", "show"]).expect("ip link");
+    assert!(
+        links.contains("cali0@") && links.contains("cali1@"),
+        "{links}"
+    );
+    expect(&world, &probe, "10.180.0.1:80").await;
+}

@@ -58,7 +58,7 @@ async fn scenarios_for_another_backend_can_be_skipped() {
         skip_other_backends: true,
         ..RunOptions::new("nft")
     };
-    let summary = run_paths(&[dir.clone()], &options).await;
+    let summary = run_paths(std::slice::from_ref(&dir), &options).await;
     std::fs::remove_dir_all(&dir).ok();
     let summary = match summary {
         Ok(summary) => summary,

@@ -157,7 +157,7 @@ fn full_table(
     }
     let endpoint_maps: BTreeSet<String> = element_sets
         .iter()
-        .filter(|set| set.starts_with("endpoints-"))
+        .filter(|set| set.starts_with(names::ENDPOINT_MAP_PREFIX))
         .map(|s| (*s).to_owned())
         .collect();
     for map in &endpoint_maps {
@@ -192,12 +192,17 @@ fn full_table(
     (tx, table)
 }
 
+/// Declares an endpoint map; its name carries its protocol (see [`names::endpoint_map`]).
 fn endpoint_map_op(family: IpFamily, name: &str) -> Op {
     let ipx = names::family_keyword(family);
+    let protocol = name
+        .strip_prefix(names::ENDPOINT_MAP_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .unwrap_or("tcp");
     Op::AddSet {
         kind: "map",
         name: name.to_owned(),
-        spec: format!("typeof numgen random mod 1 : {ipx} daddr . th dport ;"),
+        spec: format!("typeof numgen random mod 1 : {ipx} daddr . {protocol} dport ;"),
     }
 }
 
@@ -302,7 +307,9 @@ fn partial_table(
             });
         }
         if let Some(value) = after {
-            if set.starts_with("endpoints-") && table.endpoint_maps.insert(set.clone()) {
+            if set.starts_with(names::ENDPOINT_MAP_PREFIX)
+                && table.endpoint_maps.insert(set.clone())
+            {
                 add_sets.push(endpoint_map_op(family, &set));
             }
             add_elements.push(Op::AddElement { set, key, value });

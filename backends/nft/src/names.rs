@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use data_encoding::BASE32;
-use kproxy_core::{IpFamily, ServicePortName};
+use kproxy_core::{IpFamily, Protocol, ServicePortName};
 use sha2::{Digest, Sha256};
 
 /// The table name, in both the `ip` and the `ip6` family.
@@ -68,15 +68,24 @@ pub const HAIRPIN: &str = "hairpin";
 /// How many endpoint maps the DNAT targets are spread over; see [`endpoint_map`].
 pub const ENDPOINT_MAP_SHARDS: u32 = 256;
 
-/// The map holding the DNAT targets of the policy chains in `shard`.
+/// The map holding the DNAT targets of the `protocol` policy chains in `shard`.
 ///
 /// Every rule that looks up a map costs the kernel a pass over the map's other users each time
 /// an element is added, so one map for the whole cluster makes a full sync quadratic, and one
 /// map per service makes every lookup walk the table's list of sets. A fixed number of shards
 /// keeps both costs small.
-pub fn endpoint_map(shard: u32) -> String {
-    format!("endpoints-{shard:03}")
+///
+/// Maps are per protocol because nft types a map's port by protocol (`tcp dport`), and refuses
+/// a rule whose protocol differs from the map's.
+pub fn endpoint_map(protocol: Protocol, shard: u32) -> String {
+    format!(
+        "{ENDPOINT_MAP_PREFIX}{}-{shard:03}",
+        protocol.as_lower_str()
+    )
 }
+
+/// The prefix of every endpoint map's name.
+pub const ENDPOINT_MAP_PREFIX: &str = "endpoints-";
 
 /// The nft family keyword of a table.
 pub fn family_keyword(family: IpFamily) -> &'static str {
@@ -152,8 +161,6 @@ pub fn affinity_set(name: &ServicePortName, address: IpAddr, port: u16) -> Strin
 
 #[cfg(test)]
 mod tests {
-    use kproxy_core::Protocol;
-
     use super::*;
 
     #[test]

@@ -409,7 +409,7 @@ fn endpoint_rules(
     out.slotted.insert(chain.to_owned());
     let shard = slot % ENDPOINT_MAP_SHARDS;
     let base = (slot / ENDPOINT_MAP_SHARDS) << 16;
-    let map = names::endpoint_map(shard);
+    let map = names::endpoint_map(port.protocol(), shard);
     // A slot holds 65,536 keys; an endpoint set larger than that is cut, never wrapped into
     // another service's keys.
     let count = endpoints.len().min(1 << 16);

@@ -1,0 +1,284 @@
+//! `kproxy-bench --backend nft --services N --endpoints E`: programs N Services × E endpoints
+//! into a fresh network namespace with a real kernel and prints one JSON object per
+//! measurement: the full sync, single-endpoint changes, single-Service additions, the size of
+//! the resulting ruleset and the process's peak RSS.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kproxy_core::convert::LABEL_SERVICE_NAME;
+use kproxy_core::{
+    ConversionOptions, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServiceChangeTracker,
+};
+use kproxy_testkit::NetNs;
+use kproxy_testkit::backend;
+
+/// Measures a backend's sync times at cluster scale, with a real kernel in a throwaway
+/// network namespace.
+#[derive(Debug, Parser)]
+#[command(name = "kproxy-bench")]
+struct Args {
+    /// The backend to measure.
+    #[arg(long, default_value = "nft")]
+    backend: String,
+    /// How many Services (one TCP port each).
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// How many single-change syncs to time.
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+}
+
+const NODES: usize = 50;
+
+fn service(i: usize) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            namespace: Some(format!("ns-{}", i % 100)),
+            name: Some(format!("svc-{i}")),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(format!(
+                "172.{}.{}.{}",
+                16 + (i >> 16),
+                (i >> 8) & 255,
+                i & 255
+            )),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The slice of Service `i`; `generation` varies one endpoint's readiness.
+fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            namespace: Some(format!("ns-{}", i % 100)),
+            name: Some(format!("svc-{i}-abcde")),
+            labels: Some(BTreeMap::from([(
+                LABEL_SERVICE_NAME.to_owned(),
+                format!("svc-{i}"),
+            )])),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: (0..endpoints)
+            .map(|e| {
+                let n = i * endpoints + e;
+                Endpoint {
+                    addresses: vec![format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(!(e == 0 && generation % 2 == 1)),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    }),
+                    node_name: Some(format!("node-{}", n % NODES)),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    (kib / 1024.0 * 10.0).round() / 10.0
+}
+
+fn emit(args: &Args, measurement: &str, fields: &[(&str, String)]) {
+    let mut line = format!(
+        "{{\"backend\":\"{}\",\"services\":{},\"endpoints_per_service\":{},\"measurement\":\"{measurement}\"",
+        backend::canonical(&args.backend),
+        args.services,
+        args.endpoints
+    );
+    for (key, value) in fields {
+        line.push_str(&format!(",\"{key}\":{value}"));
+    }
+    line.push('}');
+    println!("{line}");
+}
+
+async fn run(args: &Args) -> kproxy_testkit::Result<()> {
+    backend::check_tools(&args.backend)?;
+    let node_ns = NetNs::new("bench")?;
+    let config = ProxyConfig {
+        ip_families: vec![IpFamily::V4],
+        local_detector: LocalTrafficDetector::ClusterCidr(vec![
+            "10.0.0.0/8".parse().expect("literal CIDR"),
+        ]),
+        service_cidrs: vec!["172.16.0.0/12".parse().expect("literal CIDR")],
+        ..ProxyConfig::default()
+    };
+    let mut dataplane = backend::dataplane(&args.backend, &config, node_ns.name())?;
+    let mut tracker =
+        ServiceChangeTracker::new(NodeInfo::named("node-0"), ConversionOptions::default());
+
+    let started = Instant::now();
+    for i in 0..args.services {
+        tracker.upsert_service(&service(i));
+        tracker.upsert_endpoint_slice(&slice(i, args.endpoints, 0));
+    }
+    tracker.drain();
+    let tracker_ms = millis(started.elapsed());
+
+    let started = Instant::now();
+    dataplane
+        .full_sync(&tracker.state())
+        .await
+        .map_err(|e| kproxy_testkit::Error::Backend(format!("full sync failed: {e:?}")))?;
+    let full_sync_ms = millis(started.elapsed());
+    emit(
+        args,
+        "full_sync",
+        &[
+            ("full_sync_ms", full_sync_ms.to_string()),
+            ("tracker_load_ms", tracker_ms.to_string()),
+        ],
+    );
+
+    let mut endpoint_samples = Vec::new();
+    for round in 0..args.repeats {
+        let target = (round * 7_919) % args.services;
+        tracker.upsert_endpoint_slice(&slice(target, args.endpoints, round + 1));
+        let started = Instant::now();
+        let changes = tracker.drain();
+        dataplane
+            .sync(&tracker.state(), &changes)
+            .await
+            .map_err(|e| kproxy_testkit::Error::Backend(format!("sync failed: {e:?}")))?;
+        endpoint_samples.push(millis(started.elapsed()));
+        // Put it back so every round changes exactly one endpoint of a settled cluster.
+        tracker.upsert_endpoint_slice(&slice(target, args.endpoints, 0));
+        let changes = tracker.drain();
+        dataplane
+            .sync(&tracker.state(), &changes)
+            .await
+            .map_err(|e| kproxy_testkit::Error::Backend(format!("sync failed: {e:?}")))?;
+    }
+    emit(
+        args,
+        "incremental_endpoint",
+        &[
+            (
+                "incremental_sync_ms",
+                median(endpoint_samples.clone()).to_string(),
+            ),
+            (
+                "incremental_sync_max_ms",
+                endpoint_samples
+                    .iter()
+                    .copied()
+                    .fold(0.0, f64::max)
+                    .to_string(),
+            ),
+            ("samples", endpoint_samples.len().to_string()),
+        ],
+    );
+
+    let mut service_samples = Vec::new();
+    for round in 0..args.repeats {
+        let i = args.services + round;
+        tracker.upsert_service(&service(i));
+        tracker.upsert_endpoint_slice(&slice(i, args.endpoints, 0));
+        let started = Instant::now();
+        let changes = tracker.drain();
+        dataplane
+            .sync(&tracker.state(), &changes)
+            .await
+            .map_err(|e| kproxy_testkit::Error::Backend(format!("sync failed: {e:?}")))?;
+        service_samples.push(millis(started.elapsed()));
+    }
+    emit(
+        args,
+        "incremental_service_add",
+        &[
+            (
+                "incremental_service_add_ms",
+                median(service_samples.clone()).to_string(),
+            ),
+            (
+                "incremental_service_add_max_ms",
+                service_samples
+                    .iter()
+                    .copied()
+                    .fold(0.0, f64::max)
+                    .to_string(),
+            ),
+            ("samples", service_samples.len().to_string()),
+        ],
+    );
+
+    let listing = node_ns
+        .exec("nft", &["list", "ruleset"], None)
+        .unwrap_or_default();
+    let chains = listing
+        .lines()
+        .filter(|l| l.trim_start().starts_with("chain "))
+        .count();
+    emit(
+        args,
+        "ruleset",
+        &[
+            ("ruleset_lines", listing.lines().count().to_string()),
+            ("chains", chains.to_string()),
+            ("peak_rss_mb", peak_rss_mb().to_string()),
+        ],
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kproxy-bench: cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kproxy-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

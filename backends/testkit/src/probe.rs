@@ -491,6 +491,27 @@ fn classify_error(error: &std::io::Error) -> Outcome {
     }
 }
 
+/// How much longer the second try waits when a probe that should get an answer met silence.
+pub const PATIENCE_FACTOR: u32 = 4;
+
+/// Sends a probe; when it met silence but an answer was expected, tries once more waiting
+/// [`PATIENCE_FACTOR`] times longer, so a loaded machine does not turn a slow answer into a
+/// DROP.
+async fn send_patiently(
+    world: &World,
+    probe: &Probe,
+    timeout: Duration,
+    expects_silence: bool,
+) -> Outcome {
+    let outcome = send(world, probe, timeout).await;
+    match outcome {
+        Outcome::Dropped(_) if !expects_silence => {
+            send(world, probe, timeout * PATIENCE_FACTOR).await
+        }
+        other => other,
+    }
+}
+
 /// Sends `probe` as often as `expectation` needs and says whether it held (see
 /// SCENARIOS.md, "What a probe's outcome means").
 pub async fn check(
@@ -504,7 +525,8 @@ pub async fn check(
             check_endpoints(world, probe, endpoints, options).await
         }
         single => {
-            let outcome = send(world, probe, options.timeout).await;
+            let expects_silence = matches!(single, Expectation::Drop);
+            let outcome = send_patiently(world, probe, options.timeout, expects_silence).await;
             let pass = match (single, &outcome) {
                 (Expectation::Reject, Outcome::Refused(_))
                 | (Expectation::Drop, Outcome::Dropped(_)) => true,
@@ -542,7 +564,7 @@ async fn check_endpoints(
     let mut sent = 0;
     for _ in 0..attempts {
         sent += 1;
-        let outcome = send(world, probe, options.timeout).await;
+        let outcome = send_patiently(world, probe, options.timeout, false).await;
         match &outcome {
             Outcome::Reply(reply) if endpoints.contains(&reply.local) => {
                 *hits.entry(reply.local).or_default() += 1;

@@ -48,6 +48,8 @@ use tokio::task::JoinSet;
 use crate::error::{Error, Result};
 use crate::netns::{self, NetNs, address_line};
 
+static STALE: std::sync::Once = std::sync::Once::new();
+
 /// The node-side address of every pod link (IPv4): pods route everything via it.
 pub const POD_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// The node-side address of every pod link (IPv6).
@@ -239,6 +241,12 @@ impl World {
     /// was created so far is removed.
     pub async fn build(spec: WorldSpec) -> Result<World> {
         netns::check_environment()?;
+        STALE.call_once(|| {
+            // Namespaces of kit processes killed outright (SIGKILL) would pile up otherwise.
+            if let Err(error) = netns::remove_stale() {
+                eprintln!("kproxy-testkit: could not look for stale namespaces: {error}");
+            }
+        });
         let primary = spec.primary()?;
         let node = NetNs::new("node")?;
         let lan = NetNs::new("lan")?;

@@ -220,6 +220,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Nothing is programmed until every source has finished its initial list: a half-listed
     // cluster would briefly reject traffic to Services whose EndpointSlices are not in yet.
+    // Register every source before the reconciler starts: with none registered, it is ready
+    // at once.
     let readiness = Readiness::new();
     let node_listed = readiness.register("nodes");
     let services_listed = readiness.register("services");
@@ -248,9 +250,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The initial lists, as watchers would deliver them. Conversion problems come back as
     // typed errors; the object's usable parts are taken all the same.
     println!("initial list");
-    let node = kproxy_core::convert::node(&node("node-a", "zone-a", "10.244.1.0/24"));
-    report(node.errors);
-    handle.set_node(node.value);
+    let this_node = kproxy_core::convert::node(&node("node-a", "zone-a", "10.244.1.0/24"));
+    report(this_node.errors);
+    handle.set_node(this_node.value);
     node_listed.mark_ready();
 
     // web is dual-stack; cart pins each client to one backend; admin has

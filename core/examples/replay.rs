@@ -23,11 +23,10 @@
 //! first sync and any sync after a node change are full, the others incremental. Conversion
 //! problems ([`ModelError`]s) are printed and the usable rest of each object is kept.
 //!
-//! Exits with 1 when a file cannot be read or is not YAML, 2 on a usage error.
+//! Exits with 1 when a file cannot be read or is not YAML, or when the recording dataplane
+//! refuses a change set (which would be a tracker bug), and with 2 on a usage error.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -41,6 +40,9 @@ use kproxy_core::{
 };
 
 const USAGE: &str = "usage: replay [--node NAME] FILE_OR_DIR...";
+const HELP: &str = "Replays Kubernetes manifests (Service, EndpointSlice, Node; List; watch events \
+                    with type ADDED, MODIFIED or DELETED) through kproxy-core's change tracker \
+                    into a recording dataplane, and prints the change set of each file.";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -51,6 +53,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.help {
+        println!("{HELP}\n{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     // Read everything first: a file that cannot be read or parsed stops the replay before it
     // starts, rather than halfway through.
     let mut files = Vec::new();
@@ -85,6 +91,7 @@ async fn main() -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 
 struct Args {
+    help: bool,
     node: Option<String>,
     paths: Vec<PathBuf>,
 }
@@ -92,14 +99,13 @@ struct Args {
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         let mut parsed = Args {
+            help: false,
             node: None,
             paths: Vec::new(),
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
-                "-h" | "--help" => {
-                    return Err("Replays Kubernetes manifests through the change tracker.".into());
-                }
+                "-h" | "--help" => parsed.help = true,
                 "--node" => parsed.node = Some(args.next().ok_or("--node needs a value")?),
                 _ if arg.starts_with("--node=") => {
                     parsed.node = Some(arg["--node=".len()..].into())
@@ -108,7 +114,7 @@ impl Args {
                 _ => parsed.paths.push(arg.into()),
             }
         }
-        if parsed.paths.is_empty() {
+        if parsed.paths.is_empty() && !parsed.help {
             return Err("no file or directory given".into());
         }
         Ok(parsed)
@@ -307,7 +313,7 @@ impl Replay {
             self.event(event);
         }
         let changes = self.tracker.drain();
-        print_changes(&changes, &self.tracker.state().node().clone());
+        print_changes(&changes, self.tracker.state().node());
         self.sync(&changes).await;
         println!();
     }
@@ -442,11 +448,9 @@ impl Replay {
             }
         );
         for (name, state) in programmed.iter() {
-            println!(
-                "  {name:<28} {}  {}",
-                addresses(&state.port),
-                endpoint_counts(&state.endpoints)
-            );
+            println!("  {name}");
+            println!("      {}", addresses(&state.port));
+            println!("      {}", endpoint_counts(&state.endpoints));
         }
     }
 }
@@ -459,7 +463,8 @@ fn print_changes(changes: &ChangeSet, node: &NodeInfo) {
     if let Some(node) = changes.node() {
         println!("node {}: {}", node.name, describe_node(node));
     }
-    if changes.len() == 0 {
+    // Not `is_empty()`: that is false when only the node changed.
+    if changes.iter().next().is_none() {
         println!("no service port changed");
         return;
     }
@@ -478,18 +483,14 @@ fn print_changes(changes: &ChangeSet, node: &NodeInfo) {
                 } else {
                     "service and endpoints"
                 };
-                println!(
-                    "  ~ {name}  ({what} changed; was {})",
-                    endpoint_counts(&previous.endpoints)
-                );
+                println!("  ~ {name}  ({what} changed)");
+                println!("      was: {}", endpoint_counts(&previous.endpoints));
                 print_port(current, node);
             }
             (Some(previous), None) => {
-                println!(
-                    "  - {name}  (was {}, {})",
-                    addresses(&previous.port),
-                    endpoint_counts(&previous.endpoints)
-                );
+                println!("  - {name}");
+                println!("      was: {}", addresses(&previous.port));
+                println!("      was: {}", endpoint_counts(&previous.endpoints));
             }
             (None, None) => {}
         }
@@ -513,46 +514,57 @@ fn print_port(state: &ServicePortState, node: &NodeInfo) {
             IpFamily::V4 => "IPv4",
             IpFamily::V6 => "IPv6",
         };
+        println!("      selected on {} ({label}):", node.name);
         if !selected.has_any_endpoints {
-            println!(
-                "      {label} on {}: no usable endpoint (traffic is rejected)",
-                node.name
-            );
+            println!("        none usable anywhere: traffic is rejected");
             continue;
         }
-        let mut line = format!("      {label} on {}:", node.name);
+        let (cluster_users, local_users) = users(port);
         if port.uses_cluster_endpoints() {
-            let _ = write!(line, " cluster → {}", list(&selected.cluster));
+            println!(
+                "        cluster set ({cluster_users}): {}",
+                list(&selected.cluster)
+            );
         }
         if port.uses_local_endpoints() {
-            let _ = write!(
-                line,
-                "{} local → {}",
-                if port.uses_cluster_endpoints() {
-                    ";"
-                } else {
-                    ""
-                },
+            println!(
+                "        local set ({local_users}): {}",
                 list(&selected.local)
             );
         }
-        println!("{line}");
     }
 }
 
-/// `10.96.0.20:443/TCP, nodePort 30443`, with every address the port is reachable on.
+/// Which traffic uses the cluster-wide and the node-local endpoint set: traffic to the cluster
+/// IP follows `internalTrafficPolicy`, traffic to node ports, external and load-balancer IPs
+/// follows `externalTrafficPolicy`, except that with `Local` the traffic that starts on this
+/// node (its pods, the host) is short-circuited to the cluster set, as upstream does.
+fn users(port: &ServicePort) -> (String, String) {
+    let (mut cluster, mut local) = (Vec::new(), Vec::new());
+    if port.internal_policy_local {
+        local.push("clusterIP traffic");
+    } else {
+        cluster.push("clusterIP traffic");
+    }
+    if port.externally_accessible() {
+        if port.external_policy_local {
+            cluster.push("external traffic from this node");
+            local.push("external traffic");
+        } else {
+            cluster.push("external traffic");
+        }
+    }
+    (cluster.join(", "), local.join(", "))
+}
+
+/// `clusterIP 10.96.0.20 port 443/TCP, nodePort 30443`: every address the port answers on.
 fn addresses(port: &ServicePort) -> String {
-    let with_port = |ip: &IpAddr| match ip {
-        IpAddr::V4(ip) => format!("{ip}:{}", port.port),
-        IpAddr::V6(ip) => format!("[{ip}]:{}", port.port),
-    };
-    let mut text = port
-        .cluster_ips
-        .iter()
-        .map(with_port)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let _ = write!(text, "/{}", port.protocol());
+    let mut text = format!(
+        "clusterIP {} port {}/{}",
+        join(&port.cluster_ips),
+        port.port,
+        port.protocol()
+    );
     if let Some(node_port) = port.node_port {
         let _ = write!(text, ", nodePort {node_port}");
     }
@@ -592,34 +604,34 @@ fn policies(port: &ServicePort) -> String {
     parts.join(", ")
 }
 
-/// `4 endpoints (3 ready, 1 terminating)`.
+/// `3 endpoints: 2 ready, 1 terminating`.
 fn endpoint_counts(endpoints: &[Endpoint]) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for endpoint in endpoints {
-        let condition = if endpoint.ready {
-            "ready"
-        } else if endpoint.terminating && endpoint.serving {
-            "terminating"
-        } else if endpoint.terminating {
-            "terminating, not serving"
-        } else {
-            "not ready"
-        };
-        *counts.entry(condition).or_default() += 1;
-    }
-    let counts: Vec<String> = [
+    const CONDITIONS: [&str; 4] = [
         "ready",
         "terminating",
-        "terminating, not serving",
+        "terminating and not serving",
         "not ready",
-    ]
-    .iter()
-    .filter_map(|condition| counts.get(condition).map(|n| format!("{n} {condition}")))
-    .collect();
+    ];
+    let mut counts = [0usize; 4];
+    for endpoint in endpoints {
+        let condition = match (endpoint.ready, endpoint.terminating, endpoint.serving) {
+            (true, _, _) => 0,
+            (false, true, true) => 1,
+            (false, true, false) => 2,
+            (false, false, _) => 3,
+        };
+        counts[condition] += 1;
+    }
+    let counts: Vec<String> = CONDITIONS
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(condition, n)| format!("{n} {condition}"))
+        .collect();
     match endpoints.len() {
         0 => "no endpoints".into(),
-        1 => format!("1 endpoint ({})", counts.join("; ")),
-        n => format!("{n} endpoints ({})", counts.join("; ")),
+        1 => format!("1 endpoint: {}", counts.join(", ")),
+        n => format!("{n} endpoints: {}", counts.join(", ")),
     }
 }
 
@@ -632,9 +644,11 @@ fn describe_node(node: &NodeInfo) -> String {
     )
 }
 
+/// The endpoints of one set. Only called when some endpoint is usable somewhere, so an empty
+/// set means that traffic is dropped (rejection is for Services with no usable endpoint).
 fn list(endpoints: &[&Endpoint]) -> String {
     if endpoints.is_empty() {
-        return "(none)".into();
+        return "none: this traffic is dropped".into();
     }
     let endpoints: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
     endpoints.join(", ")

@@ -302,6 +302,16 @@ pub async fn send_from(ns: &NetNs, probe: &Probe, timeout: Duration) -> Outcome 
             Err(why) => Outcome::Error(why),
         },
         Ok(None) => Outcome::Dropped(format!("no answer within {} ms", timeout.as_millis())),
+        Err(error)
+            if error.raw_os_error() == Some(Errno::EINVAL as i32)
+                && probe.src.is_loopback()
+                && !probe.dst.is_loopback() =>
+        {
+            Outcome::Error(format!(
+                "no packet sent: the kernel does not route from loopback {} to {} (EINVAL)",
+                probe.src, probe.dst
+            ))
+        }
         Err(error) => classify_error(&error),
     }
 }

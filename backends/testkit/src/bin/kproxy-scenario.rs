@@ -10,6 +10,7 @@
 //! scenario's world could not be built, 2 when nothing could run (a malformed file, not root,
 //! a tool missing, an unknown backend), 130 on Ctrl-C (after removing its namespaces).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
             for error in &summary.errors {
                 eprintln!("error: {error}");
             }
-            println!("{summary}");
+            let _ = writeln!(std::io::stdout(), "{summary}");
             if summary.success() {
                 ExitCode::SUCCESS
             } else {
@@ -127,7 +128,8 @@ fn check(paths: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "{} file(s), {scenarios} scenario(s), {probes} probe(s); {bad} malformed",
         files.len()
     );

@@ -385,8 +385,8 @@ pub async fn run_paths(paths: &[PathBuf], options: &RunOptions) -> Result<Summar
 
     let mut summary = Summary::default();
     let mut print = |event: Event| match event {
-        Event::Probe(report) => println!("{report}"),
-        Event::Note(note) => println!("note: {note}"),
+        Event::Probe(report) => emit(&report.to_string()),
+        Event::Note(note) => emit(&format!("note: {note}")),
     };
     for (file, scenarios) in parsed {
         for scenario in &scenarios {
@@ -398,9 +398,9 @@ pub async fn run_paths(paths: &[PathBuf], options: &RunOptions) -> Result<Summar
                 }
                 Err(error) => {
                     let probes: usize = scenario.steps.iter().map(|step| step.probes.len()).sum();
-                    println!(
+                    emit(&format!(
                         "FAIL {location}: {error} ({probes} probe(s) not run, counted as failed)"
-                    );
+                    ));
                     summary.failed += probes;
                     summary.errors.push(format!("{location}: {error}"));
                 }
@@ -408,4 +408,13 @@ pub async fn run_paths(paths: &[PathBuf], options: &RunOptions) -> Result<Summar
         }
     }
     Ok(summary)
+}
+
+/// Prints a report line; a closed standard output (`| head`) is not worth a panic that would
+/// cut the run short.
+fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

@@ -118,6 +118,22 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
     tx.rule(MASQUERADING, "masquerade fully-random");
     tx.rule(REJECT_CHAIN, "reject");
 
+    // Internal traffic is masqueraded when it does not come from a local pod (it may have been
+    // routed here from off the cluster), or always with masqueradeAll. Upstream writes this
+    // rule once per service port, matching its cluster IP and port; one rule for every cluster
+    // IP has the same effect (a packet to an unused port is rejected anyway) and halves the
+    // rules per service, which nft re-reads on every sync.
+    if ctx.config.masquerade_all {
+        tx.rule(
+            SERVICES,
+            format!("{ipx} daddr @{CLUSTER_IPS} jump {MARK_FOR_MASQUERADE}"),
+        );
+    } else if let Some(not_local) = &ctx.if_not_local {
+        tx.rule(
+            SERVICES,
+            format!("{ipx} daddr @{CLUSTER_IPS} {not_local} jump {MARK_FOR_MASQUERADE}"),
+        );
+    }
     tx.rule(
         SERVICES,
         format!("{ipx} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),

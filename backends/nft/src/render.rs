@@ -148,7 +148,6 @@ pub(crate) fn render_port(
     };
     let selected = select_endpoints(port, &state.endpoints, ctx.node, Some(ctx.family));
     let name = &port.name;
-    let ipx = ctx.ipx;
     let proto = port.protocol().as_lower_str();
     let cluster_chain = names::cluster_chain(name);
     let local_chain = names::local_chain(name);
@@ -247,25 +246,6 @@ pub(crate) fn render_port(
         }
         if let Some(verdict) = &external_verdict {
             element(names::NO_ENDPOINT_NODEPORTS, key, Some(verdict.clone()));
-        }
-    }
-
-    // Masquerading of internal traffic: everything with masqueradeAll, else traffic that does
-    // not come from a local pod (it may have been routed here from off-cluster).
-    if has_internal {
-        let matcher = format!("{ipx} daddr {cluster_ip} {proto} dport {}", port.port);
-        let rule = if ctx.config.masquerade_all {
-            Some(format!("{matcher} jump {MARK_FOR_MASQUERADE}"))
-        } else {
-            ctx.if_not_local
-                .as_ref()
-                .map(|not_local| format!("{matcher} {not_local} jump {MARK_FOR_MASQUERADE}"))
-        };
-        if let Some(rule) = rule {
-            out.chains
-                .entry(internal_chain.clone())
-                .or_default()
-                .push(rule);
         }
     }
 

@@ -43,7 +43,8 @@ impl ChangeSet {
         Self { changes, node }
     }
 
-    /// Whether nothing changed, not even the node.
+    /// Whether nothing changed, not even the node. A change set carrying only new node
+    /// information is not empty but has [`len`](Self::len) 0.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.node.is_none()
     }

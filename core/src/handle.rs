@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::Notify;
 
@@ -47,6 +47,11 @@ impl TrackerHandle {
         self.update(|t| t.delete_endpoint_slice(namespace, name));
     }
 
+    /// Takes a Node object; only this proxy's own node counts. Returns conversion problems.
+    pub fn upsert_node(&self, node: &Node) -> Vec<ModelError> {
+        self.update(|t| t.upsert_node(node))
+    }
+
     /// Sets this node's information.
     pub fn set_node(&self, node: NodeInfo) {
         self.update(|t| t.set_node(node));
@@ -60,6 +65,10 @@ impl TrackerHandle {
     }
 
     /// Locks the tracker without asking for a sync.
+    ///
+    /// ## Warning
+    ///
+    /// This is a blocking lock: never hold the guard across an `.await`.
     pub fn lock(&self) -> MutexGuard<'_, ServiceChangeTracker> {
         // A panic while holding the lock cannot leave the tracker half-updated in a way that
         // matters more than stopping the proxy would, so a poisoned lock is used as is.

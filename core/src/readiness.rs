@@ -26,6 +26,21 @@ impl Readiness {
         }
     }
 
+    /// A readiness that waits for every one of `sources`, with their tokens in the same order.
+    /// Prefer this to [`new`](Readiness::new) plus [`register`](Readiness::register): a
+    /// reconciler started before the sources register would find nothing outstanding and
+    /// program an empty state.
+    pub fn with_sources<S: Into<String>>(
+        sources: impl IntoIterator<Item = S>,
+    ) -> (Self, Vec<SourceReady>) {
+        let readiness = Self::new();
+        let tokens = sources
+            .into_iter()
+            .map(|source| readiness.register(source))
+            .collect();
+        (readiness, tokens)
+    }
+
     /// Registers a source; the proxy is not ready until the returned token is marked.
     pub fn register(&self, source: impl Into<String>) -> SourceReady {
         let source = source.into();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::changes::{Change, ChangeSet};
@@ -128,6 +128,18 @@ impl ServiceChangeTracker {
         if let Some(previous) = self.slices.remove(&NamespacedName::new(namespace, name)) {
             self.forget_slice(&previous);
         }
+    }
+
+    /// Takes a Node object: this proxy's own node updates the node information (see
+    /// [`set_node`](Self::set_node)); any other node is ignored. Returns the problems met
+    /// converting it.
+    pub fn upsert_node(&mut self, node: &Node) -> Vec<ModelError> {
+        if node.metadata.name.as_deref() != Some(self.node.name.as_str()) {
+            return Vec::new();
+        }
+        let converted = convert::node(node);
+        self.set_node(converted.value);
+        converted.errors
     }
 
     /// Sets this node's information (zone, pod CIDRs, addresses). A change is reported by the

@@ -245,3 +245,15 @@ fn run_future_is_send(reconciler: Reconciler) {
     fn assert_send<T: Send>(_: T) {}
     assert_send(reconciler.run(std::future::pending()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn readiness_with_sources_waits_for_each_of_them() {
+    let (readiness, tokens) = Readiness::with_sources(["services", "node"]);
+    assert_eq!(readiness.outstanding(), ["node", "services"]);
+    assert!(!readiness.is_ready());
+    for token in tokens {
+        token.mark_ready();
+    }
+    readiness.wait().await;
+    assert!(readiness.is_ready());
+}

@@ -248,3 +248,31 @@ fn node_change_is_reported_once() {
     assert_eq!(t.state().node().zone.as_deref(), Some("zone-b"));
     assert!(t.drain().is_empty());
 }
+
+#[test]
+fn only_this_nodes_node_object_counts() {
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let mut t = tracker();
+    let labelled = |name: &str| Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                [(
+                    crate::convert::LABEL_TOPOLOGY_ZONE.to_string(),
+                    "zone-z".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(t.upsert_node(&labelled("node-b")).is_empty());
+    assert!(t.drain().node().is_none());
+    t.upsert_node(&labelled("node-a"));
+    assert_eq!(
+        t.drain().node().and_then(|n| n.zone.as_deref()),
+        Some("zone-z")
+    );
+}

@@ -1,6 +1,7 @@
 //! [`NftDataplane`]: the `Dataplane` that programs the `ip`/`ip6 kube-proxy` tables.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use kproxy_core::{
@@ -19,9 +20,10 @@ use crate::transaction::{Op, Transaction};
 #[derive(Debug, Default)]
 struct FamilyTable {
     ports: HashMap<ServicePortName, PortRules>,
-    /// Every service port that wants a shared element, with the value it wants; the first
-    /// owner's value is the one programmed.
-    owners: HashMap<(String, String), BTreeMap<ServicePortName, Option<String>>>,
+    /// Every service port that wants a shared element, with the value it wants, sorted by
+    /// port; the first owner's value is the one programmed. A short vector, not a map: nearly
+    /// every element has one owner, and a map node per element would dominate memory.
+    owners: HashMap<(String, String), Vec<(Arc<ServicePortName>, Option<String>)>>,
     endpoint_maps: BTreeSet<String>,
     /// How many keys each shared set holds, to drop endpoint maps that emptied.
     set_sizes: HashMap<String, usize>,
@@ -32,10 +34,11 @@ impl FamilyTable {
     fn effective(&self, set: &str, key: &str) -> Option<Option<String>> {
         self.owners
             .get(&(set.to_owned(), key.to_owned()))
-            .and_then(|o| o.values().next().cloned())
+            .and_then(|owners| owners.first())
+            .map(|(_, value)| value.clone())
     }
 
-    fn own(&mut self, owner: &ServicePortName, element: &Element) {
+    fn own(&mut self, owner: &Arc<ServicePortName>, element: &Element) {
         let owners = self
             .owners
             .entry((element.set.clone(), element.key.clone()))
@@ -43,13 +46,16 @@ impl FamilyTable {
         if owners.is_empty() {
             *self.set_sizes.entry(element.set.clone()).or_default() += 1;
         }
-        owners.insert(owner.clone(), element.value.clone());
+        match owners.binary_search_by(|(name, _)| name.as_ref().cmp(owner)) {
+            Ok(at) => owners[at].1 = element.value.clone(),
+            Err(at) => owners.insert(at, (Arc::clone(owner), element.value.clone())),
+        }
     }
 
     fn disown(&mut self, owner: &ServicePortName, element: &Element) {
         let key = (element.set.clone(), element.key.clone());
         if let Some(owners) = self.owners.get_mut(&key) {
-            owners.remove(owner);
+            owners.retain(|(name, _)| name.as_ref() != owner);
             if owners.is_empty() {
                 self.owners.remove(&key);
                 if let Some(size) = self.set_sizes.get_mut(&element.set) {
@@ -137,8 +143,9 @@ fn full_table(
         if rules == PortRules::default() {
             continue;
         }
+        let owner = Arc::new(name.clone());
         for element in &rules.elements {
-            table.own(name, element);
+            table.own(&owner, element);
         }
         table.ports.insert(name.clone(), rules);
     }
@@ -178,7 +185,7 @@ fn full_table(
     let mut elements: Vec<(&(String, String), Option<String>)> = table
         .owners
         .iter()
-        .filter_map(|(key, owners)| owners.values().next().map(|value| (key, value.clone())))
+        .filter_map(|(key, owners)| owners.first().map(|(_, value)| (key, value.clone())))
         .collect();
     elements.sort();
     for ((set, key), value) in elements {
@@ -281,12 +288,13 @@ fn partial_table(
                 .or_insert_with(|| table.effective(&element.set, &element.key));
             table.disown(name, element);
         }
+        let owner = Arc::new(name.clone());
         for element in new.elements.difference(&old.elements) {
             let key = (element.set.clone(), element.key.clone());
             prior
                 .entry(key)
                 .or_insert_with(|| table.effective(&element.set, &element.key));
-            table.own(name, element);
+            table.own(&owner, element);
         }
         if new != PortRules::default() {
             table.ports.insert(name.clone(), new);

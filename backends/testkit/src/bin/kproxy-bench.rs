@@ -109,11 +109,21 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples.get(samples.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// Peak resident memory so far (`VmHWM`), in MB.
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// Current resident memory (`VmRSS`), in MB.
+fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib: f64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     (kib / 1024.0 * 10.0).round() / 10.0
@@ -155,6 +165,7 @@ async fn run(args: &Args) -> kproxy_testkit::Result<()> {
     }
     tracker.drain();
     let tracker_ms = millis(started.elapsed());
+    let rss_after_tracker = rss_mb();
 
     let started = Instant::now();
     dataplane
@@ -168,6 +179,9 @@ async fn run(args: &Args) -> kproxy_testkit::Result<()> {
         &[
             ("full_sync_ms", full_sync_ms.to_string()),
             ("tracker_load_ms", tracker_ms.to_string()),
+            ("rss_after_tracker_mb", rss_after_tracker.to_string()),
+            ("rss_after_full_sync_mb", rss_mb().to_string()),
+            ("peak_rss_mb", peak_rss_mb().to_string()),
         ],
     );
 

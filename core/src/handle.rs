@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::error::ModelError;
 use crate::model::NodeInfo;
@@ -16,6 +17,8 @@ use crate::tracker::ServiceChangeTracker;
 pub struct TrackerHandle {
     tracker: Arc<Mutex<ServiceChangeTracker>>,
     wake: Arc<Notify>,
+    /// When the oldest event not yet programmed arrived (upstream's "queued update").
+    oldest_pending: Arc<Mutex<Option<Instant>>>,
 }
 
 impl TrackerHandle {
@@ -24,6 +27,7 @@ impl TrackerHandle {
         Self {
             tracker: Arc::new(Mutex::new(tracker)),
             wake: Arc::new(Notify::new()),
+            oldest_pending: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -60,8 +64,37 @@ impl TrackerHandle {
     /// Runs `f` on the tracker and asks for a sync.
     pub fn update<T>(&self, f: impl FnOnce(&mut ServiceChangeTracker) -> T) -> T {
         let result = f(&mut self.lock());
+        self.pending_slot().get_or_insert_with(Instant::now);
         self.wake.notify_one();
         result
+    }
+
+    /// When the oldest event that no successful sync has covered yet arrived; `None` when
+    /// everything is programmed. Health checks call the proxy unhealthy when this gets old.
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        *self.pending_slot()
+    }
+
+    /// Takes the pending mark at a drain; hand it back with [`restore_pending`] when the sync
+    /// that follows fails.
+    ///
+    /// [`restore_pending`]: TrackerHandle::restore_pending
+    pub(crate) fn take_pending(&self) -> Option<Instant> {
+        self.pending_slot().take()
+    }
+
+    /// Puts back the mark of events a failed sync did not program.
+    pub(crate) fn restore_pending(&self, since: Option<Instant>) {
+        if let Some(since) = since {
+            let mut slot = self.pending_slot();
+            *slot = Some(slot.map_or(since, |current| current.min(since)));
+        }
+    }
+
+    fn pending_slot(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.oldest_pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Locks the tracker without asking for a sync.

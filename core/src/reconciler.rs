@@ -189,10 +189,10 @@ impl Reconciler {
     /// When the dataplane refused; the drained changes are then covered by the next sync,
     /// which is full.
     pub async fn sync_once(&mut self) -> Result<SyncKind, DataplaneError> {
-        let (changes, state) = {
+        let (changes, state, pending_since) = {
             let mut tracker = self.handle.lock();
             let changes = tracker.drain();
-            (changes, tracker.state())
+            (changes, tracker.state(), self.handle.take_pending())
         };
         let full_due = self
             .last_full
@@ -236,6 +236,7 @@ impl Reconciler {
                 // The drained changes are gone from the tracker; only a full sync can be sure
                 // to cover them.
                 self.needs_full = true;
+                self.handle.restore_pending(pending_since);
                 self.status.send_modify(|status| {
                     status.last_attempt = Some(finished);
                     status.consecutive_failures += 1;

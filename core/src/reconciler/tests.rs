@@ -257,3 +257,27 @@ async fn readiness_with_sources_waits_for_each_of_them() {
     readiness.wait().await;
     assert!(readiness.is_ready());
 }
+
+#[tokio::test(start_paused = true)]
+async fn pending_events_are_marked_until_a_sync_succeeds() {
+    let (rig, _) = start(config(), &[]);
+    sleep(Duration::from_millis(10)).await;
+    assert_eq!(rig.handle.oldest_pending(), None);
+    rig.dataplane.fail_next("no");
+    rig.add_service("web", "172.30.0.1");
+    let queued = rig.handle.oldest_pending().expect("marked");
+    sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rig.kinds(), ["full", "partial-failed"]);
+    assert_eq!(
+        rig.handle.oldest_pending(),
+        Some(queued),
+        "a failed sync keeps the mark"
+    );
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rig.handle.oldest_pending(),
+        None,
+        "a successful sync clears it"
+    );
+    rig.stop().await;
+}

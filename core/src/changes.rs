@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
 use crate::model::{NodeInfo, ServicePortName};
 use crate::state::ServicePortState;
 
@@ -35,18 +37,29 @@ impl Change {
 pub struct ChangeSet {
     changes: BTreeMap<ServicePortName, Change>,
     node: Option<NodeInfo>,
+    service_cidrs: Option<Vec<IpNet>>,
 }
 
 impl ChangeSet {
     /// Builds a change set from its parts.
     pub fn new(changes: BTreeMap<ServicePortName, Change>, node: Option<NodeInfo>) -> Self {
-        Self { changes, node }
+        Self {
+            changes,
+            node,
+            service_cidrs: None,
+        }
+    }
+
+    /// The same change set, also carrying new service CIDRs.
+    pub fn with_service_cidrs(mut self, service_cidrs: Option<Vec<IpNet>>) -> Self {
+        self.service_cidrs = service_cidrs;
+        self
     }
 
     /// Whether nothing changed, not even the node. A change set carrying only new node
     /// information is not empty but has [`len`](Self::len) 0.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.node.is_none()
+        self.changes.is_empty() && self.node.is_none() && self.service_cidrs.is_none()
     }
 
     /// The number of changed service ports.
@@ -68,5 +81,16 @@ impl ChangeSet {
     /// then differ, so dataplanes usually answer with a full sync.
     pub fn node(&self) -> Option<&NodeInfo> {
         self.node.as_ref()
+    }
+
+    /// The cluster's service CIDRs (from ServiceCIDR objects), when they changed. Dataplanes
+    /// that drop traffic to unallocated service addresses usually answer with a full sync.
+    pub fn service_cidrs(&self) -> Option<&[IpNet]> {
+        self.service_cidrs.as_deref()
+    }
+
+    /// Whether the node or the service CIDRs changed, which changes rules of every port.
+    pub fn context_changed(&self) -> bool {
+        self.node.is_some() || self.service_cidrs.is_some()
     }
 }

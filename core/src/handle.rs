@@ -56,6 +56,11 @@ impl TrackerHandle {
         self.update(|t| t.upsert_node(node))
     }
 
+    /// Sets the cluster's service CIDRs.
+    pub fn set_service_cidrs(&self, cidrs: Vec<ipnet::IpNet>) {
+        self.update(|t| t.set_service_cidrs(cidrs));
+    }
+
     /// Sets this node's information.
     pub fn set_node(&self, node: NodeInfo) {
         self.update(|t| t.set_node(node));

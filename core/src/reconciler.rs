@@ -197,7 +197,7 @@ impl Reconciler {
         let full_due = self
             .last_full
             .is_none_or(|at| at.elapsed() >= self.config.full_sync_period);
-        let kind = if self.needs_full || full_due || changes.node().is_some() {
+        let kind = if self.needs_full || full_due || changes.context_changed() {
             SyncKind::Full
         } else if changes.is_empty() {
             SyncKind::Skipped

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
 use crate::changes::ChangeSet;
 use crate::model::{Endpoint, NodeInfo, ServicePort, ServicePortName};
 
@@ -25,6 +27,7 @@ pub struct ServicePortState {
 pub struct ProxyState {
     services: Arc<BTreeMap<ServicePortName, Arc<ServicePortState>>>,
     node: Arc<NodeInfo>,
+    service_cidrs: Arc<Vec<IpNet>>,
 }
 
 impl ProxyState {
@@ -55,10 +58,18 @@ impl ProxyState {
         &self.node
     }
 
+    /// The cluster's service CIDRs as the ServiceCIDR objects give them (sorted).
+    pub fn service_cidrs(&self) -> &[IpNet] {
+        &self.service_cidrs
+    }
+
     /// Applies a drained change set: the state it was drained against becomes the state after.
     pub fn apply(&mut self, changes: &ChangeSet) {
         if let Some(node) = changes.node() {
             self.node = Arc::new(node.clone());
+        }
+        if let Some(cidrs) = changes.service_cidrs() {
+            self.service_cidrs = Arc::new(cidrs.to_vec());
         }
         if changes.is_empty() {
             return;
@@ -84,6 +95,7 @@ impl ProxyState {
         Self {
             services: Arc::new(services),
             node: Arc::new(node),
+            service_cidrs: Arc::default(),
         }
     }
 }

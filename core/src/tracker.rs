@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -56,6 +57,8 @@ pub struct ServiceChangeTracker {
     touched: BTreeSet<ServicePortName>,
     node: NodeInfo,
     node_changed: bool,
+    service_cidrs: Vec<IpNet>,
+    service_cidrs_changed: bool,
     state: ProxyState,
 }
 
@@ -71,6 +74,8 @@ impl ServiceChangeTracker {
             state: ProxyState::from_parts(BTreeMap::new(), node.clone()),
             node,
             node_changed: false,
+            service_cidrs: Vec::new(),
+            service_cidrs_changed: false,
         }
     }
 
@@ -151,10 +156,23 @@ impl ServiceChangeTracker {
         }
     }
 
+    /// Sets the cluster's service CIDRs (the union of every ServiceCIDR object's `spec.cidrs`).
+    /// A change is reported by the next drain.
+    pub fn set_service_cidrs(&mut self, mut cidrs: Vec<IpNet>) {
+        cidrs.sort();
+        cidrs.dedup();
+        if cidrs != self.service_cidrs {
+            self.service_cidrs = cidrs;
+            self.service_cidrs_changed = true;
+        }
+    }
+
     /// How many service ports events have touched since the last drain (an upper bound of the
     /// next change set's size).
     pub fn pending(&self) -> usize {
-        self.touched.len() + usize::from(self.node_changed)
+        self.touched.len()
+            + usize::from(self.node_changed)
+            + usize::from(self.service_cidrs_changed)
     }
 
     /// Hands out what changed since the last drain and makes it the new baseline.
@@ -179,7 +197,9 @@ impl ServiceChangeTracker {
             }
         }
         let node = std::mem::take(&mut self.node_changed).then(|| self.node.clone());
-        let changes = ChangeSet::new(changes, node);
+        let cidrs =
+            std::mem::take(&mut self.service_cidrs_changed).then(|| self.service_cidrs.clone());
+        let changes = ChangeSet::new(changes, node).with_service_cidrs(cidrs);
         self.state.apply(&changes);
         changes
     }

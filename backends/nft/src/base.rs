@@ -160,13 +160,17 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
         CLUSTER_IPS_CHECK,
         format!("{ipx} daddr @{CLUSTER_IPS} reject"),
     );
-    let service_cidrs: Vec<String> = ctx
+    // Configured CIDRs and those of the cluster's ServiceCIDR objects.
+    let mut service_cidrs: Vec<String> = ctx
         .config
         .service_cidrs
         .iter()
+        .chain(ctx.cluster_service_cidrs.iter())
         .filter(|cidr| IpFamily::of_net(cidr) == ctx.family)
         .map(ToString::to_string)
         .collect();
+    service_cidrs.sort();
+    service_cidrs.dedup();
     if !service_cidrs.is_empty() {
         tx.rule(
             CLUSTER_IPS_CHECK,

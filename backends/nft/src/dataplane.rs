@@ -131,7 +131,7 @@ fn full_table(
     state: &ProxyState,
     family: IpFamily,
 ) -> (Transaction, FamilyTable) {
-    let ctx = FamilyContext::new(family, config, state.node());
+    let ctx = FamilyContext::new(family, config, state);
     let mut table = FamilyTable::default();
     let mut tx = Transaction::new(family);
     tx.push(Op::AddTable);
@@ -222,7 +222,7 @@ fn partial_table(
     family: IpFamily,
     table: &mut FamilyTable,
 ) -> Transaction {
-    let ctx = FamilyContext::new(family, config, state.node());
+    let ctx = FamilyContext::new(family, config, state);
     let mut add_sets = Vec::new();
     let mut add_chains = Vec::new();
     let mut chain_rules = Vec::new();
@@ -375,7 +375,7 @@ impl Dataplane for NftDataplane {
         state: &ProxyState,
         changes: &ChangeSet,
     ) -> Result<(), DataplaneError> {
-        if self.needs_full || changes.node().is_some() {
+        if self.needs_full || changes.context_changed() {
             return self.full_sync(state).await;
         }
         let mut transactions = Vec::new();

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kproxy_core::{
-    Endpoint, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServicePortState,
+    Endpoint, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ProxyState, ServicePortState,
     SessionAffinity, select_endpoints,
 };
 
@@ -56,13 +56,16 @@ pub(crate) struct FamilyContext<'a> {
     pub(crate) if_local: Option<String>,
     /// Matches traffic not from local pods.
     pub(crate) if_not_local: Option<String>,
+    /// Service CIDRs from the cluster's ServiceCIDR objects.
+    pub(crate) cluster_service_cidrs: &'a [IpNet],
 }
 
 /// The named set the CIDR-based local-traffic detectors match against.
 pub(crate) const POD_CIDRS: &str = "pod-cidrs";
 
 impl<'a> FamilyContext<'a> {
-    pub(crate) fn new(family: IpFamily, config: &'a ProxyConfig, node: &'a NodeInfo) -> Self {
+    pub(crate) fn new(family: IpFamily, config: &'a ProxyConfig, state: &'a ProxyState) -> Self {
+        let node = state.node();
         let ipx = names::family_keyword(family);
         let (if_local, if_not_local) = match &config.local_detector {
             LocalTrafficDetector::ClusterCidr(_) | LocalTrafficDetector::NodeCidr => {
@@ -92,6 +95,7 @@ impl<'a> FamilyContext<'a> {
             ipx,
             if_local,
             if_not_local,
+            cluster_service_cidrs: state.service_cidrs(),
         }
     }
 

@@ -227,3 +227,20 @@ async fn print_sample_full_sync() {
         print!("{tx}");
     }
 }
+
+#[tokio::test]
+async fn service_cidrs_from_the_cluster_join_the_configured_ones() {
+    let mut tracker = tracker();
+    sample_cluster(&mut tracker);
+    tracker.drain();
+    let (mut dataplane, fake) = dataplane();
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    tracker.set_service_cidrs(vec!["10.96.0.0/12".parse().unwrap()]);
+    let changes = tracker.drain();
+    assert!(changes.context_changed());
+    dataplane.sync(&tracker.state(), &changes).await.unwrap();
+    assert!(
+        fake.dump(IpFamily::V4)
+            .contains("ip daddr { 10.96.0.0/12, 172.30.0.0/16 } drop")
+    );
+}

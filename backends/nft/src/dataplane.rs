@@ -16,6 +16,9 @@ use crate::render::{Element, FamilyContext, PortRules, render_port};
 use crate::slots::Slots;
 use crate::transaction::{Op, Transaction};
 
+/// The service ports that want one shared element, with the value each wants.
+type Owners = Vec<(Arc<ServicePortName>, Option<String>)>;
+
 /// What this dataplane believes one family's table holds.
 #[derive(Debug, Default)]
 struct FamilyTable {
@@ -23,7 +26,7 @@ struct FamilyTable {
     /// Every service port that wants a shared element, with the value it wants, sorted by
     /// port; the first owner's value is the one programmed. A short vector, not a map: nearly
     /// every element has one owner, and a map node per element would dominate memory.
-    owners: HashMap<(String, String), Vec<(Arc<ServicePortName>, Option<String>)>>,
+    owners: HashMap<(String, String), Owners>,
     endpoint_maps: BTreeSet<String>,
     /// How many keys each shared set holds, to drop endpoint maps that emptied.
     set_sizes: HashMap<String, usize>,

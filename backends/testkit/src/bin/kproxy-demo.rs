@@ -1,0 +1,203 @@
+//! `kproxy-demo --kube-proxy PATH MANIFESTS`: builds a throwaway world of network namespaces
+//! from example manifests (a node, the Services' endpoint pods, a client pod and an external
+//! client), runs kube-proxy on the node with `--manifests`, sends traffic to every Service's
+//! cluster IP and node port, prints how it spread over the pods, then stops kube-proxy with
+//! SIGTERM and removes everything.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kproxy_core::Protocol;
+use kproxy_testkit::probe::{self, Outcome, Probe};
+use kproxy_testkit::process::{ProxyProcess, http_get, wait_for_ok};
+use kproxy_testkit::{Error, Result, World, WorldSpec};
+use serde_json::Value;
+
+/// Runs kube-proxy on example manifests in a world of network namespaces.
+#[derive(Debug, Parser)]
+#[command(name = "kproxy-demo")]
+struct Args {
+    /// The kube-proxy binary.
+    #[arg(long)]
+    kube_proxy: PathBuf,
+    /// Requests per destination.
+    #[arg(long, default_value_t = 30)]
+    requests: usize,
+    /// A manifests file or directory (Services, EndpointSlices, a Node).
+    manifests: PathBuf,
+}
+
+const CLIENT_POD: &str = "10.244.1.100";
+const EXTERNAL_CLIENT: &str = "203.0.113.7";
+
+#[derive(Debug, Default)]
+struct Cluster {
+    node_name: String,
+    node_ip: Option<IpAddr>,
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+}
+
+fn read(path: &Path) -> Result<Cluster> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut cluster = Cluster::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+        let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .map_err(|e| Error::World(format!("{}: {e}", file.display())))?;
+        for document in documents {
+            let decode = |what: &str, e: serde_json::Error| Error::World(format!("{}: {what}: {e}", file.display()));
+            match document.get("kind").and_then(Value::as_str) {
+                Some("Service") => cluster.services.push(serde_json::from_value(document).map_err(|e| decode("Service", e))?),
+                Some("EndpointSlice") => cluster.slices.push(serde_json::from_value(document).map_err(|e| decode("EndpointSlice", e))?),
+                Some("Node") => {
+                    let node: Node = serde_json::from_value(document).map_err(|e| decode("Node", e))?;
+                    cluster.node_name = node.metadata.name.clone().unwrap_or_default();
+                    cluster.node_ip = node
+                        .status
+                        .and_then(|s| s.addresses)
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a.type_ == "InternalIP")
+                        .and_then(|a| a.address.parse().ok());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(cluster)
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+async fn run(args: &Args) -> Result<()> {
+    let cluster = read(&args.manifests)?;
+    let node_ip = cluster.node_ip.ok_or_else(|| Error::World("the manifests need a Node with an InternalIP".into()))?;
+    let mut spec = WorldSpec::new(BTreeMap::from([("eth0".to_owned(), vec![ipnet::IpNet::new(node_ip, 24).map_err(|e| Error::World(e.to_string()))?])]));
+    spec.pod_networks = vec!["10.244.0.0/16".parse().map_err(|_| Error::World("bad CIDR".into()))?];
+    for slice in &cluster.slices {
+        for port in slice.ports.iter().flatten() {
+            let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+            for endpoint in &slice.endpoints {
+                if let Some(address) = endpoint.addresses.first().and_then(|a| a.parse().ok()) {
+                    spec.endpoint(address, number, Protocol::Tcp);
+                }
+            }
+        }
+    }
+    let mut destinations = Vec::new();
+    for service in &cluster.services {
+        let name = format!(
+            "{}/{}",
+            service.metadata.namespace.as_deref().unwrap_or("default"),
+            service.metadata.name.as_deref().unwrap_or_default()
+        );
+        let Some(spec_) = &service.spec else { continue };
+        for port in spec_.ports.iter().flatten() {
+            let Ok(number) = u16::try_from(port.port) else { continue };
+            if let Some(cluster_ip) = spec_.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+                destinations.push((format!("{name} cluster IP"), Probe::tcp(ip(CLIENT_POD), cluster_ip, number)));
+            }
+            if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
+                destinations.push((format!("{name} node port"), Probe::tcp(ip(EXTERNAL_CLIENT), node_ip, node_port)));
+            }
+        }
+    }
+    for (_, probe) in &destinations {
+        spec.probe(probe);
+    }
+    println!("building the world: node {} ({node_ip}), {} endpoint pods, a client pod, an external client", cluster.node_name, spec.endpoints.len());
+    let world = World::build(spec).await?;
+    let log = std::env::temp_dir().join(format!("kproxy-demo-{}.log", std::process::id()));
+    let healthz = SocketAddr::from(([127, 0, 0, 1], 10256));
+    let proxy = ProxyProcess::start(
+        &args.kube_proxy,
+        world.node(),
+        &[
+            "--manifests".into(),
+            args.manifests.display().to_string(),
+            "--hostname-override".into(),
+            cluster.node_name.clone(),
+            "--cluster-cidr".into(),
+            "10.244.0.0/16".into(),
+            "--healthz-bind-address".into(),
+            healthz.to_string(),
+            "--metrics-bind-address".into(),
+            "127.0.0.1:10249".into(),
+            "--conntrack-max-per-core".into(),
+            "0".into(),
+        ],
+        Some(&log),
+    )?;
+    println!("kube-proxy running in namespace {} (log: {})", world.node_netns(), log.display());
+    wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(20)).await.map_err(|e| {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        Error::World(format!("{e}\nkube-proxy log:\n{tail}"))
+    })?;
+    println!("healthz: 200\n");
+    for (what, probe) in &destinations {
+        let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..args.requests {
+            let outcome = probe::send(&world, probe, Duration::from_secs(2)).await;
+            let label = match outcome {
+                Outcome::Reply(reply) if reply.kind == "endpoint" => {
+                    let masq = if reply.peer.ip() == probe.src { "source kept" } else { "masqueraded" };
+                    format!("pod {} ({masq})", reply.local)
+                }
+                Outcome::Reply(reply) => format!("{} {} (not proxied)", reply.role, reply.local),
+                Outcome::Refused(why) => format!("REJECT ({why})"),
+                Outcome::Dropped(why) => format!("DROP ({why})"),
+                Outcome::Error(why) => format!("error: {why}"),
+            };
+            *hits.entry(label).or_default() += 1;
+        }
+        println!("{what}: {} requests from {} to {}:{}", args.requests, probe.src, probe.dst, probe.dport);
+        for (label, count) in hits {
+            println!("  {count:>4} × {label}");
+        }
+    }
+    if let Ok((_, metrics)) = http_get(world.node(), SocketAddr::from(([127, 0, 0, 1], 10249)), "/metrics") {
+        let syncs: Vec<&str> = metrics.lines().filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count")).collect();
+        println!("\nmetrics: {}", syncs.join(", "));
+    }
+    let status = proxy.stop(Duration::from_secs(10)).await?;
+    println!("kube-proxy stopped on SIGTERM: {status}; removing the namespaces");
+    drop(world);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kproxy-demo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kproxy-demo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

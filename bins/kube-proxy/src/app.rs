@@ -1,0 +1,209 @@
+//! Wires the proxy together: a source feeds the tracker, the reconciler drives the nftables
+//! dataplane, and the health and metrics servers report on both.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use kproxy_core::{
+    ConversionOptions, Dataplane, NodeInfo, ProxyConfig, Readiness, Reconciler, ReconcilerConfig,
+    ServiceChangeTracker, SyncStatus, TrackerHandle,
+};
+use kproxy_nft::{NftCommand, NftDataplane};
+
+use crate::health::{ProxyHealth, ServiceHealthServers};
+use crate::metrics::Metrics;
+use crate::sources::kube::KubeSource;
+use crate::sources::{Sink, manifests};
+
+/// Everything the proxy needs to run, resolved from flags and the config file.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSettings {
+    /// This node's name (`--hostname-override` or the host name).
+    pub(crate) node_name: String,
+    /// `--kubeconfig`.
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// `--master`.
+    pub(crate) master: Option<String>,
+    /// `--manifests`: read objects from files instead of an API server.
+    pub(crate) manifests: Option<PathBuf>,
+    /// Where `/healthz` and `/livez` listen; `None` disables them.
+    pub(crate) healthz: Option<SocketAddr>,
+    /// Where `/metrics` listens; `None` disables it.
+    pub(crate) metrics: Option<SocketAddr>,
+    /// Fail when a server cannot bind, instead of logging it.
+    pub(crate) bind_address_hard_fail: bool,
+    /// The dataplane's settings.
+    pub(crate) proxy: ProxyConfig,
+    /// The sync loop's settings.
+    pub(crate) reconciler: ReconcilerConfig,
+}
+
+/// Why the proxy stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AppError {
+    /// No usable Kubernetes client configuration.
+    #[error("cannot configure the Kubernetes client: {0}")]
+    KubeConfig(String),
+    /// A server could not bind its address (with `--bind-address-hard-fail`).
+    #[error("cannot listen on {address} for {what}: {source}")]
+    Bind {
+        /// The server.
+        what: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifests could not be read.
+    #[error(transparent)]
+    Manifests(#[from] manifests::ManifestError),
+    /// `--cleanup` could not remove everything.
+    #[error("cleanup failed: {0}")]
+    Cleanup(String),
+}
+
+/// Removes everything any mode of this proxy programmed.
+pub(crate) async fn cleanup(settings: &RunSettings) -> Result<(), AppError> {
+    let mut dataplane = NftDataplane::new(settings.proxy.clone(), Box::new(NftCommand::current_netns()));
+    dataplane.cleanup().await.map_err(|e| AppError::Cleanup(format!("{e:?}")))?;
+    tracing::info!("removed the nftables tables");
+    Ok(())
+}
+
+async fn bind(what: &'static str, address: SocketAddr, hard_fail: bool) -> Result<Option<tokio::net::TcpListener>, AppError> {
+    match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(source) if hard_fail => Err(AppError::Bind { what, address, source }),
+        Err(error) => {
+            tracing::error!(%address, %error, "cannot listen for {what}; continuing without it");
+            Ok(None)
+        }
+    }
+}
+
+fn serve(listener: tokio::net::TcpListener, router: Router, what: &'static str) {
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "{what} server stopped");
+        }
+    });
+}
+
+async fn kube_client(settings: &RunSettings) -> Result<kube::Client, AppError> {
+    let error = |e: &dyn std::fmt::Display| AppError::KubeConfig(e.to_string());
+    let mut config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| error(&e))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| error(&e))?
+        }
+        None if settings.master.is_some() => kube::Config::new("http://localhost".parse().map_err(|e| error(&e))?),
+        None => kube::Config::infer().await.map_err(|e| error(&e))?,
+    };
+    if let Some(master) = &settings.master {
+        config.cluster_url = master.parse().map_err(|e| error(&e))?;
+    }
+    kube::Client::try_from(config).map_err(|e| error(&e))
+}
+
+/// Runs the proxy until `shutdown` completes; the rules stay in place afterwards.
+pub(crate) async fn run(settings: RunSettings, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+    let metrics = Arc::new(Metrics::new());
+    let handle = TrackerHandle::new(ServiceChangeTracker::new(
+        NodeInfo::named(settings.node_name.clone()),
+        ConversionOptions::default(),
+    ));
+    let dataplane = NftDataplane::new(settings.proxy.clone(), Box::new(NftCommand::current_netns()));
+    let kube = match &settings.manifests {
+        Some(_) => None,
+        None => Some(kube_client(&settings).await?),
+    };
+    // The manifests are read once before anything starts: unreadable ones are an error, not
+    // an empty cluster.
+    let manifests = match &settings.manifests {
+        Some(path) => Some((path.clone(), manifests::read(path)?)),
+        None => None,
+    };
+    let source_names: &[&str] = if manifests.is_some() {
+        &["manifests"]
+    } else {
+        &["services", "endpointslices", "node", "servicecidrs"]
+    };
+    let (readiness, mut tokens) = Readiness::with_sources(source_names.iter().copied());
+    let reconciler = Reconciler::new(handle.clone(), Box::new(dataplane), readiness, settings.reconciler.clone());
+    let status = reconciler.status();
+    let health = ProxyHealth::new(handle.clone(), status.clone(), settings.reconciler.sync_period * 2, Arc::clone(&metrics));
+
+    if let Some(address) = settings.healthz {
+        if let Some(listener) = bind("health checks", address, settings.bind_address_hard_fail).await? {
+            serve(listener, health.clone().router(), "healthz");
+        }
+    }
+    if let Some(address) = settings.metrics {
+        if let Some(listener) = bind("metrics", address, settings.bind_address_hard_fail).await? {
+            let metrics = Arc::clone(&metrics);
+            let router = Router::new().route("/metrics", get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        metrics.encode(),
+                    )
+                }
+            }));
+            serve(listener, router, "metrics");
+        }
+    }
+
+    let node_health = health.clone();
+    let sink = Sink { handle: handle.clone(), metrics: Arc::clone(&metrics), on_node: Arc::new(move |node| node_health.observe_node(node)) };
+    let source = match (manifests, kube) {
+        (Some((path, initial)), _) => {
+            let ready = tokens.remove(0);
+            tokio::spawn(async move { manifests::run(path, initial, sink, ready).await })
+        }
+        (None, Some(client)) => {
+            let ready = [tokens.remove(0), tokens.remove(0), tokens.remove(0), tokens.remove(0)];
+            let source = KubeSource { client, node_name: settings.node_name.clone() };
+            tokio::spawn(async move { source.run(sink, ready).await })
+        }
+        (None, None) => return Err(AppError::KubeConfig("no manifests and no API server".into())),
+    };
+
+    let observer = tokio::spawn(observe(status, handle, Arc::clone(&metrics), ServiceHealthServers::new(std::net::Ipv4Addr::UNSPECIFIED.into(), health)));
+    let dataplane = reconciler.run(shutdown).await;
+    source.abort();
+    observer.abort();
+    tracing::info!(dataplane = dataplane.name(), "shutting down; rules stay in place");
+    Ok(())
+}
+
+/// After every sync attempt: metrics, and health-check node ports for the programmed state.
+async fn observe(
+    mut status: tokio::sync::watch::Receiver<SyncStatus>,
+    handle: TrackerHandle,
+    metrics: Arc<Metrics>,
+    mut service_health: ServiceHealthServers,
+) {
+    let mut previous = status.borrow().clone();
+    loop {
+        if status.changed().await.is_err() {
+            return;
+        }
+        let current = status.borrow_and_update().clone();
+        let state = handle.lock().state();
+        metrics.changes_pending.set(i64::try_from(handle.lock().pending()).unwrap_or(i64::MAX));
+        metrics.observe_sync(&previous, &current, &state);
+        if current.last_success != previous.last_success {
+            service_health.sync(&state).await;
+        }
+        previous = current;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -37,6 +37,7 @@ struct FakeState {
     tables: BTreeMap<IpFamily, FakeTable>,
     failures: VecDeque<String>,
     batches: usize,
+    last_batch: String,
 }
 
 /// A transactional in-memory nftables. Clones share state, so a test can keep one clone to
@@ -55,6 +56,11 @@ impl FakeNft {
     /// Makes the next batch fail with `message`, leaving everything as it was.
     pub fn fail_next(&self, message: impl Into<String>) {
         self.lock().failures.push_back(message.into());
+    }
+
+    /// The nft input of the last batch applied successfully.
+    pub fn last_batch(&self) -> String {
+        self.lock().last_batch.clone()
     }
 
     /// How many batches were applied successfully.
@@ -298,6 +304,7 @@ impl NftKernel for FakeNft {
         }
         state.tables = tables;
         state.batches += 1;
+        state.last_batch = transactions.iter().map(ToString::to_string).collect();
         Ok(())
     }
 

@@ -59,8 +59,6 @@ pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 /// Set of every cluster IP.
 pub const CLUSTER_IPS: &str = "cluster-ips";
-/// Set of the addresses node ports answer on, when not every local address.
-pub const NODEPORT_IPS: &str = "nodeport-ips";
 /// Set of `endpoint . endpoint` address pairs: a DNATed connection from an endpoint to
 /// itself is masqueraded, or the endpoint would answer itself.
 pub const HAIRPIN: &str = "hairpin";

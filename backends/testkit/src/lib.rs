@@ -20,6 +20,7 @@
 //! Everything runs in namespaces this kit creates and removes (on drop, on panic and on
 //! Ctrl-C); nothing touches the machine's own network namespace.
 
+pub mod apiserver;
 pub mod backend;
 mod error;
 pub mod netns;

@@ -377,6 +377,10 @@ impl World {
             ("net.ipv6.conf.all.forwarding", "1"),
             ("net.ipv4.conf.all.send_redirects", "0"),
             ("net.ipv4.conf.default.send_redirects", "0"),
+            // nft's `reject` answers with ICMP errors; the default rate limit would turn the
+            // seventh refusal in a row into silence, i.e. a false DROP.
+            ("net.ipv4.icmp_ratelimit", "0"),
+            ("net.ipv6.icmp.ratelimit", "0"),
         ])?;
         self.gateway.sysctl(&[
             ("net.ipv4.ip_forward", "1"),
@@ -565,6 +569,9 @@ impl World {
                     let port = format!("kp{i}");
                     netns::veth(&self.node, &port, &pod, "eth0")?;
                     node_lines.push(format!("link set {port} master {name}"));
+                    // As CNIs' bridge plugin with hairpinMode: a pod may reach itself through
+                    // a service, which sends the frame back out the port it came in on.
+                    node_lines.push(format!("link set {port} type bridge_slave hairpin on"));
                     name.clone()
                 }
             };

@@ -25,6 +25,7 @@ pub mod backend;
 mod error;
 pub mod netns;
 pub mod probe;
+pub mod process;
 pub mod scenario;
 pub mod world;
 

@@ -24,13 +24,22 @@ impl ProxyProcess {
     /// When the binary cannot be started.
     pub fn start(binary: &Path, node: &NetNs, args: &[String], log: Option<&Path>) -> Result<Self> {
         let mut command = Command::new(binary);
-        command.arg("--netns").arg(node.name()).args(args).stdin(Stdio::null());
+        command
+            .arg("--netns")
+            .arg(node.name())
+            .args(args)
+            .stdin(Stdio::null());
         if let Some(log) = log {
-            let file = std::fs::File::create(log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
-            let copy = file.try_clone().map_err(|e| Error::io("duplicating the log file", e))?;
+            let file = std::fs::File::create(log)
+                .map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+            let copy = file
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the log file", e))?;
             command.stdout(file).stderr(copy);
         }
-        let child = command.spawn().map_err(|e| Error::io(format!("starting {}", binary.display()), e))?;
+        let child = command
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", binary.display()), e))?;
         Ok(Self { child: Some(child) })
     }
 
@@ -41,7 +50,9 @@ impl ProxyProcess {
 
     /// Whether the process has exited, with its status.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
@@ -53,7 +64,9 @@ impl ProxyProcess {
         let Some(mut child) = self.child.take() else {
             return Err(Error::World("the process was already stopped".into()));
         };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -62,7 +75,9 @@ impl ProxyProcess {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::World(format!("kube-proxy did not exit within {timeout:?} of SIGTERM")));
+                return Err(Error::World(format!(
+                    "kube-proxy did not exit within {timeout:?} of SIGTERM"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -98,7 +113,10 @@ pub fn http_get(ns: &NetNs, address: SocketAddr, path: &str) -> Result<(u16, Str
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| Error::World(format!("not an HTTP answer: {raw:?}")))?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -121,7 +139,9 @@ pub async fn wait_for_ok(
             Err(error) => error.to_string(),
         };
         if Instant::now() > deadline {
-            return Err(Error::World(format!("{path} on {address} never answered 200 within {timeout:?}; last: {last}")));
+            return Err(Error::World(format!(
+                "{path} on {address} never answered 200 within {timeout:?}; last: {last}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

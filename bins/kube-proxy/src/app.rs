@@ -14,6 +14,7 @@ use kproxy_core::{
 };
 use kproxy_nft::{NftCommand, NftDataplane};
 
+use crate::conntrack::ConntrackCleaning;
 use crate::health::{ProxyHealth, ServiceHealthServers};
 use crate::metrics::Metrics;
 use crate::sources::kube::KubeSource;
@@ -69,16 +70,30 @@ pub(crate) enum AppError {
 
 /// Removes everything any mode of this proxy programmed.
 pub(crate) async fn cleanup(settings: &RunSettings) -> Result<(), AppError> {
-    let mut dataplane = NftDataplane::new(settings.proxy.clone(), Box::new(NftCommand::current_netns()));
-    dataplane.cleanup().await.map_err(|e| AppError::Cleanup(format!("{e:?}")))?;
+    let mut dataplane = NftDataplane::new(
+        settings.proxy.clone(),
+        Box::new(NftCommand::current_netns()),
+    );
+    dataplane
+        .cleanup()
+        .await
+        .map_err(|e| AppError::Cleanup(format!("{e:?}")))?;
     tracing::info!("removed the nftables tables");
     Ok(())
 }
 
-async fn bind(what: &'static str, address: SocketAddr, hard_fail: bool) -> Result<Option<tokio::net::TcpListener>, AppError> {
+async fn bind(
+    what: &'static str,
+    address: SocketAddr,
+    hard_fail: bool,
+) -> Result<Option<tokio::net::TcpListener>, AppError> {
     match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => Ok(Some(listener)),
-        Err(source) if hard_fail => Err(AppError::Bind { what, address, source }),
+        Err(source) if hard_fail => Err(AppError::Bind {
+            what,
+            address,
+            source,
+        }),
         Err(error) => {
             tracing::error!(%address, %error, "cannot listen for {what}; continuing without it");
             Ok(None)
@@ -99,11 +114,16 @@ async fn kube_client(settings: &RunSettings) -> Result<kube::Client, AppError> {
     let mut config = match &settings.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| error(&e))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| error(&e))?
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| error(&e))?
         }
-        None if settings.master.is_some() => kube::Config::new("http://localhost".parse().map_err(|e| error(&e))?),
+        None if settings.master.is_some() => {
+            kube::Config::new("http://localhost".parse().map_err(|e| error(&e))?)
+        }
         None => kube::Config::infer().await.map_err(|e| error(&e))?,
     };
     if let Some(master) = &settings.master {
@@ -113,13 +133,19 @@ async fn kube_client(settings: &RunSettings) -> Result<kube::Client, AppError> {
 }
 
 /// Runs the proxy until `shutdown` completes; the rules stay in place afterwards.
-pub(crate) async fn run(settings: RunSettings, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+pub(crate) async fn run(
+    settings: RunSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::new());
     let handle = TrackerHandle::new(ServiceChangeTracker::new(
         NodeInfo::named(settings.node_name.clone()),
         ConversionOptions::default(),
     ));
-    let dataplane = NftDataplane::new(settings.proxy.clone(), Box::new(NftCommand::current_netns()));
+    let dataplane = NftDataplane::new(
+        settings.proxy.clone(),
+        Box::new(NftCommand::current_netns()),
+    );
     let kube = match &settings.manifests {
         Some(_) => None,
         None => Some(kube_client(&settings).await?),
@@ -136,51 +162,93 @@ pub(crate) async fn run(settings: RunSettings, shutdown: impl std::future::Futur
         &["services", "endpointslices", "node", "servicecidrs"]
     };
     let (readiness, mut tokens) = Readiness::with_sources(source_names.iter().copied());
-    let reconciler = Reconciler::new(handle.clone(), Box::new(dataplane), readiness, settings.reconciler.clone());
+    let dataplane = ConntrackCleaning::new(Box::new(dataplane));
+    let reconciler = Reconciler::new(
+        handle.clone(),
+        Box::new(dataplane),
+        readiness,
+        settings.reconciler.clone(),
+    );
     let status = reconciler.status();
-    let health = ProxyHealth::new(handle.clone(), status.clone(), settings.reconciler.sync_period * 2, Arc::clone(&metrics));
+    let health = ProxyHealth::new(
+        handle.clone(),
+        status.clone(),
+        settings.reconciler.sync_period * 2,
+        Arc::clone(&metrics),
+    );
 
-    if let Some(address) = settings.healthz {
-        if let Some(listener) = bind("health checks", address, settings.bind_address_hard_fail).await? {
-            serve(listener, health.clone().router(), "healthz");
-        }
+    if let Some(address) = settings.healthz
+        && let Some(listener) =
+            bind("health checks", address, settings.bind_address_hard_fail).await?
+    {
+        serve(listener, health.clone().router(), "healthz");
     }
-    if let Some(address) = settings.metrics {
-        if let Some(listener) = bind("metrics", address, settings.bind_address_hard_fail).await? {
-            let metrics = Arc::clone(&metrics);
-            let router = Router::new().route("/metrics", get(move || {
+    if let Some(address) = settings.metrics
+        && let Some(listener) = bind("metrics", address, settings.bind_address_hard_fail).await?
+    {
+        let metrics = Arc::clone(&metrics);
+        let router = Router::new().route(
+            "/metrics",
+            get(move || {
                 let metrics = Arc::clone(&metrics);
                 async move {
                     (
-                        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         metrics.encode(),
                     )
                 }
-            }));
-            serve(listener, router, "metrics");
-        }
+            }),
+        );
+        serve(listener, router, "metrics");
     }
 
     let node_health = health.clone();
-    let sink = Sink { handle: handle.clone(), metrics: Arc::clone(&metrics), on_node: Arc::new(move |node| node_health.observe_node(node)) };
+    let sink = Sink {
+        handle: handle.clone(),
+        metrics: Arc::clone(&metrics),
+        on_node: Arc::new(move |node| node_health.observe_node(node)),
+    };
     let source = match (manifests, kube) {
         (Some((path, initial)), _) => {
             let ready = tokens.remove(0);
             tokio::spawn(async move { manifests::run(path, initial, sink, ready).await })
         }
         (None, Some(client)) => {
-            let ready = [tokens.remove(0), tokens.remove(0), tokens.remove(0), tokens.remove(0)];
-            let source = KubeSource { client, node_name: settings.node_name.clone() };
+            let ready = [
+                tokens.remove(0),
+                tokens.remove(0),
+                tokens.remove(0),
+                tokens.remove(0),
+            ];
+            let source = KubeSource {
+                client,
+                node_name: settings.node_name.clone(),
+            };
             tokio::spawn(async move { source.run(sink, ready).await })
         }
-        (None, None) => return Err(AppError::KubeConfig("no manifests and no API server".into())),
+        (None, None) => {
+            return Err(AppError::KubeConfig(
+                "no manifests and no API server".into(),
+            ));
+        }
     };
 
-    let observer = tokio::spawn(observe(status, handle, Arc::clone(&metrics), ServiceHealthServers::new(std::net::Ipv4Addr::UNSPECIFIED.into(), health)));
+    let observer = tokio::spawn(observe(
+        status,
+        handle,
+        Arc::clone(&metrics),
+        ServiceHealthServers::new(std::net::Ipv4Addr::UNSPECIFIED.into(), health),
+    ));
     let dataplane = reconciler.run(shutdown).await;
     source.abort();
     observer.abort();
-    tracing::info!(dataplane = dataplane.name(), "shutting down; rules stay in place");
+    tracing::info!(
+        dataplane = dataplane.name(),
+        "shutting down; rules stay in place"
+    );
     Ok(())
 }
 
@@ -198,7 +266,9 @@ async fn observe(
         }
         let current = status.borrow_and_update().clone();
         let state = handle.lock().state();
-        metrics.changes_pending.set(i64::try_from(handle.lock().pending()).unwrap_or(i64::MAX));
+        metrics
+            .changes_pending
+            .set(i64::try_from(handle.lock().pending()).unwrap_or(i64::MAX));
         metrics.observe_sync(&previous, &current, &state);
         if current.last_success != previous.last_success {
             service_health.sync(&state).await;

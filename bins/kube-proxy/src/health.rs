@@ -41,7 +41,12 @@ pub(crate) struct ProxyHealth {
 
 impl ProxyHealth {
     /// Health judged with `timeout` (upstream uses twice the sync period).
-    pub(crate) fn new(handle: TrackerHandle, status: watch::Receiver<SyncStatus>, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        handle: TrackerHandle,
+        status: watch::Receiver<SyncStatus>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             handle,
             status,
@@ -55,7 +60,9 @@ impl ProxyHealth {
 
     /// Whether the proxy keeps up: no unprogrammed change older than the timeout.
     pub(crate) fn is_healthy(&self) -> bool {
-        self.handle.oldest_pending().is_none_or(|since| since.elapsed() < self.timeout)
+        self.handle
+            .oldest_pending()
+            .is_none_or(|since| since.elapsed() < self.timeout)
     }
 
     fn last_updated(&self) -> SystemTime {
@@ -73,7 +80,8 @@ impl ProxyHealth {
             .as_ref()
             .and_then(|spec| spec.taints.as_ref())
             .is_some_and(|taints| taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
-        self.node_eligible.store(!deleting && !draining, Ordering::Relaxed);
+        self.node_eligible
+            .store(!deleting && !draining, Ordering::Relaxed);
     }
 
     fn answer(&self, livez: bool) -> Response {
@@ -87,7 +95,11 @@ impl ProxyHealth {
         if !livez {
             body["nodeEligible"] = serde_json::Value::Bool(eligible);
         }
-        let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let code = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         self.metrics.health_answered(livez, code.as_u16());
         json_response(code, &body)
     }
@@ -95,8 +107,14 @@ impl ProxyHealth {
     /// The router of the healthz address.
     pub(crate) fn router(self) -> Router {
         Router::new()
-            .route("/healthz", get(|State(h): State<ProxyHealth>| async move { h.answer(false) }))
-            .route("/livez", get(|State(h): State<ProxyHealth>| async move { h.answer(true) }))
+            .route(
+                "/healthz",
+                get(|State(h): State<ProxyHealth>| async move { h.answer(false) }),
+            )
+            .route(
+                "/livez",
+                get(|State(h): State<ProxyHealth>| async move { h.answer(true) }),
+            )
             .with_state(self)
     }
 }
@@ -104,14 +122,22 @@ impl ProxyHealth {
 fn json_response(code: StatusCode, body: &serde_json::Value) -> Response {
     let mut response = (code, body.to_string()).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
 /// `2024-01-02T03:04:05.123456789Z`.
 pub(crate) fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = i64::try_from(since.as_secs()).unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -152,19 +178,32 @@ pub(crate) struct ServiceHealthServers {
 impl ServiceHealthServers {
     /// Listeners will bind `bind` (upstream: every address).
     pub(crate) fn new(bind: std::net::IpAddr, proxy: ProxyHealth) -> Self {
-        Self { bind, counts: Arc::default(), listeners: BTreeMap::new(), proxy }
+        Self {
+            bind,
+            counts: Arc::default(),
+            listeners: BTreeMap::new(),
+            proxy,
+        }
     }
 
     /// The health-check ports `state` asks for, with their local endpoint counts.
     fn desired(state: &ProxyState) -> BTreeMap<u16, ServiceHealth> {
         let mut desired = BTreeMap::new();
         for (name, port_state) in state.iter() {
-            let Some(port) = port_state.port.health_check_node_port else { continue };
-            let selected = select_endpoints(&port_state.port, &port_state.endpoints, state.node(), None);
-            let local = selected.local.iter().filter(|e| e.ready && e.serving).count();
-            let entry = desired
-                .entry(port)
-                .or_insert(ServiceHealth { service: name.service(), local_endpoints: 0 });
+            let Some(port) = port_state.port.health_check_node_port else {
+                continue;
+            };
+            let selected =
+                select_endpoints(&port_state.port, &port_state.endpoints, state.node(), None);
+            let local = selected
+                .local
+                .iter()
+                .filter(|e| e.ready && e.serving)
+                .count();
+            let entry = desired.entry(port).or_insert(ServiceHealth {
+                service: name.service(),
+                local_endpoints: 0,
+            });
             entry.local_endpoints = entry.local_endpoints.max(local);
         }
         desired
@@ -173,9 +212,19 @@ impl ServiceHealthServers {
     /// Opens, updates and closes listeners to match `state`.
     pub(crate) async fn sync(&mut self, state: &ProxyState) {
         let desired = Self::desired(state);
-        *self.counts.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            desired.iter().map(|(port, health)| (*port, health.clone())).collect();
-        let gone: Vec<u16> = self.listeners.keys().filter(|p| !desired.contains_key(p)).copied().collect();
+        *self
+            .counts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = desired
+            .iter()
+            .map(|(port, health)| (*port, health.clone()))
+            .collect();
+        let gone: Vec<u16> = self
+            .listeners
+            .keys()
+            .filter(|p| !desired.contains_key(p))
+            .copied()
+            .collect();
         for port in gone {
             if let Some(task) = self.listeners.remove(&port) {
                 task.abort();

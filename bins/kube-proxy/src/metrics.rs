@@ -86,23 +86,90 @@ impl Metrics {
             started: SystemTime::now(),
             registry: Registry::default(),
         };
-        registry.register("kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds", metrics.sync_duration.clone());
-        registry.register("kubeproxy_sync_full_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for full resyncs", metrics.sync_full_duration.clone());
-        registry.register("kubeproxy_sync_partial_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for partial resyncs", metrics.sync_partial_duration.clone());
-        registry.register("kubeproxy_sync_proxy_rules_last_timestamp_seconds", "The last time proxy rules were successfully synced", metrics.last_sync_timestamp.clone());
-        registry.register("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "The last time a sync of proxy rules was queued", metrics.last_queued_timestamp.clone());
-        registry.register("kubeproxy_network_programming_duration_seconds", "In Cluster Network Programming Latency in seconds", metrics.network_programming.clone());
-        registry.register("kubeproxy_sync_proxy_rules_endpoint_changes", "Cumulative proxy rules Endpoint changes", metrics.endpoint_changes.clone());
-        registry.register("kubeproxy_sync_proxy_rules_service_changes", "Cumulative proxy rules Service changes", metrics.service_changes.clone());
-        registry.register("kubeproxy_sync_proxy_rules_endpoint_changes_pending", "Pending proxy rules Endpoint changes", metrics.changes_pending.clone());
-        registry.register("kubeproxy_sync_proxy_rules_service_changes_pending", "Pending proxy rules Service changes", metrics.changes_pending.clone());
-        registry.register("kubeproxy_sync_proxy_rules_no_local_endpoints_total", "Number of services with a Local traffic policy and no endpoints", metrics.no_local_endpoints.clone());
-        registry.register("kubeproxy_sync_proxy_rules_nftables_sync_failures", "Cumulative proxy nftables sync failures", metrics.sync_failures.clone());
-        registry.register("kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status", metrics.healthz.clone());
-        registry.register("kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", metrics.livez.clone());
-        registry.register("kubeproxy_rs_invalid_fields", "Fields of Kubernetes objects that could not be used, by object kind", metrics.invalid_fields.clone());
-        registry.register("kubeproxy_rs_watch_errors", "Watch failures that led to a retry", metrics.watch_errors.clone());
-        Self { registry, ..metrics }
+        registry.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            metrics.sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            metrics.sync_full_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            metrics.sync_partial_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            metrics.last_sync_timestamp.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            metrics.last_queued_timestamp.clone(),
+        );
+        registry.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            metrics.network_programming.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            metrics.endpoint_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            metrics.service_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            metrics.changes_pending.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            metrics.changes_pending.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            metrics.no_local_endpoints.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures",
+            "Cumulative proxy nftables sync failures",
+            metrics.sync_failures.clone(),
+        );
+        registry.register(
+            "kubeproxy_proxy_healthz",
+            "Cumulative proxy healthz HTTP status",
+            metrics.healthz.clone(),
+        );
+        registry.register(
+            "kubeproxy_proxy_livez",
+            "Cumulative proxy livez HTTP status",
+            metrics.livez.clone(),
+        );
+        registry.register(
+            "kubeproxy_rs_invalid_fields",
+            "Fields of Kubernetes objects that could not be used, by object kind",
+            metrics.invalid_fields.clone(),
+        );
+        registry.register(
+            "kubeproxy_rs_watch_errors",
+            "Watch failures that led to a retry",
+            metrics.watch_errors.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     /// Counts a field that could not be used.
@@ -112,27 +179,45 @@ impl Metrics {
             ObjectKind::EndpointSlice => "EndpointSlice",
             ObjectKind::Node => "Node",
         };
-        self.invalid_fields.get_or_create(&Kind { kind: kind.to_owned() }).inc();
+        self.invalid_fields
+            .get_or_create(&Kind {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// Remembers an EndpointSlice's `last-change-trigger-time`, observed once programmed.
     pub(crate) fn note_trigger_time(&self, value: &str) {
         if let Some(time) = parse_rfc3339(value) {
-            self.trigger_times.lock().unwrap_or_else(PoisonError::into_inner).push(time);
+            self.trigger_times
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(time);
         }
-        self.last_queued_timestamp.set(unix_seconds(SystemTime::now()));
+        self.last_queued_timestamp
+            .set(unix_seconds(SystemTime::now()));
     }
 
     /// Counts a health-check answer.
     pub(crate) fn health_answered(&self, livez: bool, code: u16) {
         let family = if livez { &self.livez } else { &self.healthz };
-        family.get_or_create(&Code { code: code.to_string() }).inc();
+        family
+            .get_or_create(&Code {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Records what the reconciler just did, and the state it programmed.
-    pub(crate) fn observe_sync(&self, previous: &SyncStatus, status: &SyncStatus, state: &ProxyState) {
+    pub(crate) fn observe_sync(
+        &self,
+        previous: &SyncStatus,
+        status: &SyncStatus,
+        state: &ProxyState,
+    ) {
         if status.failures > previous.failures {
-            self.sync_failures.inc_by(status.failures - previous.failures);
+            self.sync_failures
+                .inc_by(status.failures - previous.failures);
         }
         if status.last_success == previous.last_success {
             return;
@@ -150,7 +235,12 @@ impl Metrics {
         }
         let now = SystemTime::now();
         self.last_sync_timestamp.set(unix_seconds(now));
-        let triggers = std::mem::take(&mut *self.trigger_times.lock().unwrap_or_else(PoisonError::into_inner));
+        let triggers = std::mem::take(
+            &mut *self
+                .trigger_times
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         for trigger in triggers {
             if let Ok(latency) = now.duration_since(trigger) {
                 self.network_programming.observe(latency.as_secs_f64());
@@ -168,8 +258,16 @@ impl Metrics {
                 external += i64::from(port.external_policy_local);
             }
         }
-        self.no_local_endpoints.get_or_create(&TrafficPolicy { traffic_policy: "internal".into() }).set(internal);
-        self.no_local_endpoints.get_or_create(&TrafficPolicy { traffic_policy: "external".into() }).set(external);
+        self.no_local_endpoints
+            .get_or_create(&TrafficPolicy {
+                traffic_policy: "internal".into(),
+            })
+            .set(internal);
+        self.no_local_endpoints
+            .get_or_create(&TrafficPolicy {
+                traffic_policy: "external".into(),
+            })
+            .set(external);
     }
 
     /// The text exposition of every metric, process metrics included.
@@ -189,9 +287,16 @@ impl Metrics {
     fn process_metrics(&self) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
         };
-        metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", unix_seconds(self.started));
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            unix_seconds(self.started),
+        );
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let kib = |field: &str| -> f64 {
             status
@@ -200,12 +305,34 @@ impl Metrics {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", kib("VmRSS:") * 1024.0);
-        metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", kib("VmSize:") * 1024.0);
-        let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
-        metric("process_open_fds", "gauge", "Number of open file descriptors.", fds as f64);
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            kib("VmRSS:") * 1024.0,
+        );
+        metric(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            kib("VmSize:") * 1024.0,
+        );
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds as f64,
+        );
         if let Some(cpu) = cpu_seconds() {
-            metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", cpu);
+            metric(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                cpu,
+            );
         }
         out
     }
@@ -223,7 +350,8 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn unix_seconds(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Parses the RFC 3339 timestamps Kubernetes writes (`2024-01-02T03:04:05Z`, optionally with
@@ -242,14 +370,21 @@ pub(crate) fn parse_rfc3339(value: &str) -> Option<SystemTime> {
         let (time, offset) = rest.split_at(at);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (hours, minutes) = offset[1..].split_once(':')?;
-        (time, sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60))
+        (
+            time,
+            sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60),
+        )
     };
     let mut time_parts = time.split(':');
     let hour: i64 = time_parts.next()?.parse().ok()?;
     let minute: i64 = time_parts.next()?.parse().ok()?;
     let second: f64 = time_parts.next()?.parse().ok()?;
     // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + day - 1;
@@ -267,9 +402,15 @@ mod tests {
     #[test]
     fn rfc3339_timestamps_parse() {
         let t = parse_rfc3339("2024-01-02T03:04:05Z").unwrap();
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_704_164_645);
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_704_164_645
+        );
         let t = parse_rfc3339("2024-01-02T04:04:05.5+01:00").unwrap();
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_millis(), 1_704_164_645_500);
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_millis(),
+            1_704_164_645_500
+        );
         assert!(parse_rfc3339("yesterday").is_none());
     }
 

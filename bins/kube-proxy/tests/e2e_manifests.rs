@@ -33,8 +33,10 @@ fn service(name: &str, ip: &str) -> String {
 }
 
 fn slice(service: &str, addresses: &[&str]) -> String {
-    let endpoints: Vec<String> =
-        addresses.iter().map(|a| format!("{{ addresses: [\"{a}\"], nodeName: e2e-node }}")).collect();
+    let endpoints: Vec<String> = addresses
+        .iter()
+        .map(|a| format!("{{ addresses: [\"{a}\"], nodeName: e2e-node }}"))
+        .collect();
     format!(
         "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
          metadata: {{ namespace: e2e, name: {service}-x, labels: {{ kubernetes.io/service-name: {service} }} }}\n\
@@ -61,7 +63,11 @@ async fn expect(world: &World, probe: &Probe, expectation: &str, timeout: Durati
         if verdict.pass {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{probe}: expected {expectation}, saw {}", verdict.seen);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{probe}: expected {expectation}, saw {}",
+            verdict.seen
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -85,7 +91,10 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
         ),
     );
 
-    let mut spec = WorldSpec::new(BTreeMap::from([("eth0".to_owned(), vec!["192.168.60.2/24".parse().expect("valid")])]));
+    let mut spec = WorldSpec::new(BTreeMap::from([(
+        "eth0".to_owned(),
+        vec!["192.168.60.2/24".parse().expect("valid")],
+    )]));
     spec.pod_networks = vec!["10.244.0.0/16".parse().expect("valid")];
     for endpoint in ["10.244.1.11", "10.244.2.12", "10.244.1.21"] {
         spec.endpoint(ip(endpoint), 8080, Protocol::Tcp);
@@ -112,25 +121,43 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
         &metrics.to_string(),
         "--conntrack-max-per-core",
         "0",
-        "--min-sync-period",
+        "--iptables-min-sync-period",
         "0s",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let proxy = ProxyProcess::start(binary, world.node(), &args, Some(&log)).expect("start kube-proxy");
+    let proxy =
+        ProxyProcess::start(binary, world.node(), &args, Some(&log)).expect("start kube-proxy");
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
-    if let Err(error) = wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(30)).await {
+    if let Err(error) =
+        wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(30)).await
+    {
         panic!("{error}\n{}", log_tail());
     }
 
-    expect(&world, &to_web, "10.244.1.11:8080, 10.244.2.12:8080", Duration::from_secs(5)).await;
-    expect(&world, &to_broken, "10.244.1.21:8080", Duration::from_secs(5)).await;
+    expect(
+        &world,
+        &to_web,
+        "10.244.1.11:8080, 10.244.2.12:8080",
+        Duration::from_secs(5),
+    )
+    .await;
+    expect(
+        &world,
+        &to_broken,
+        "10.244.1.21:8080",
+        Duration::from_secs(5),
+    )
+    .await;
 
     let (code, body) = http_get(world.node(), healthz, "/healthz").expect("healthz");
     assert_eq!(code, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("healthz answers JSON");
-    assert!(json.get("lastUpdated").is_some() && json.get("currentTime").is_some(), "{body}");
+    assert!(
+        json.get("lastUpdated").is_some() && json.get("currentTime").is_some(),
+        "{body}"
+    );
     assert_eq!(json["nodeEligible"], serde_json::Value::Bool(true));
     let (code, _) = http_get(world.node(), healthz, "/livez").expect("livez");
     assert_eq!(code, 200);
@@ -147,13 +174,23 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
     }
 
     // Scale web down to one pod: the rules follow the file.
-    write(&dir, &format!("{NODE}{}{}", service("web", "10.96.0.10"), slice("web", &["10.244.2.12"])));
+    write(
+        &dir,
+        &format!(
+            "{NODE}{}{}",
+            service("web", "10.96.0.10"),
+            slice("web", &["10.244.2.12"])
+        ),
+    );
     expect(&world, &to_web, "10.244.2.12:8080", Duration::from_secs(10)).await;
     // broken is gone and no ServiceCIDR is known: its address is left alone.
     expect(&world, &to_broken, "", Duration::from_secs(10)).await;
 
     // SIGTERM: exit 0, rules stay.
-    let status = proxy.stop(Duration::from_secs(10)).await.expect("stops on SIGTERM");
+    let status = proxy
+        .stop(Duration::from_secs(10))
+        .await
+        .expect("stops on SIGTERM");
     assert!(status.success(), "exit status {status}\n{}", log_tail());
     expect(&world, &to_web, "10.244.2.12:8080", Duration::from_secs(2)).await;
 
@@ -162,8 +199,18 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
         .args(["--netns", world.node_netns(), "--cleanup"])
         .output()
         .expect("run --cleanup");
-    assert!(cleanup.status.success(), "{}", String::from_utf8_lossy(&cleanup.stderr));
-    let tables = world.node().exec("nft", &["list", "tables"], None).expect("nft list tables");
-    assert!(!tables.contains("kube-proxy"), "tables left after --cleanup: {tables}");
+    assert!(
+        cleanup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleanup.stderr)
+    );
+    let tables = world
+        .node()
+        .exec("nft", &["list", "tables"], None)
+        .expect("nft list tables");
+    assert!(
+        !tables.contains("kube-proxy"),
+        "tables left after --cleanup: {tables}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -49,7 +49,10 @@ fn read(path: &Path) -> Result<Cluster> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
+            })
             .collect();
         files.sort();
         files
@@ -58,16 +61,24 @@ fn read(path: &Path) -> Result<Cluster> {
     };
     let mut cluster = Cluster::default();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
         let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
             .map_err(|e| Error::World(format!("{}: {e}", file.display())))?;
         for document in documents {
-            let decode = |what: &str, e: serde_json::Error| Error::World(format!("{}: {what}: {e}", file.display()));
+            let decode = |what: &str, e: serde_json::Error| {
+                Error::World(format!("{}: {what}: {e}", file.display()))
+            };
             match document.get("kind").and_then(Value::as_str) {
-                Some("Service") => cluster.services.push(serde_json::from_value(document).map_err(|e| decode("Service", e))?),
-                Some("EndpointSlice") => cluster.slices.push(serde_json::from_value(document).map_err(|e| decode("EndpointSlice", e))?),
+                Some("Service") => cluster
+                    .services
+                    .push(serde_json::from_value(document).map_err(|e| decode("Service", e))?),
+                Some("EndpointSlice") => cluster.slices.push(
+                    serde_json::from_value(document).map_err(|e| decode("EndpointSlice", e))?,
+                ),
                 Some("Node") => {
-                    let node: Node = serde_json::from_value(document).map_err(|e| decode("Node", e))?;
+                    let node: Node =
+                        serde_json::from_value(document).map_err(|e| decode("Node", e))?;
                     cluster.node_name = node.metadata.name.clone().unwrap_or_default();
                     cluster.node_ip = node
                         .status
@@ -90,12 +101,23 @@ fn ip(text: &str) -> IpAddr {
 
 async fn run(args: &Args) -> Result<()> {
     let cluster = read(&args.manifests)?;
-    let node_ip = cluster.node_ip.ok_or_else(|| Error::World("the manifests need a Node with an InternalIP".into()))?;
-    let mut spec = WorldSpec::new(BTreeMap::from([("eth0".to_owned(), vec![ipnet::IpNet::new(node_ip, 24).map_err(|e| Error::World(e.to_string()))?])]));
-    spec.pod_networks = vec!["10.244.0.0/16".parse().map_err(|_| Error::World("bad CIDR".into()))?];
+    let node_ip = cluster
+        .node_ip
+        .ok_or_else(|| Error::World("the manifests need a Node with an InternalIP".into()))?;
+    let mut spec = WorldSpec::new(BTreeMap::from([(
+        "eth0".to_owned(),
+        vec![ipnet::IpNet::new(node_ip, 24).map_err(|e| Error::World(e.to_string()))?],
+    )]));
+    spec.pod_networks = vec![
+        "10.244.0.0/16"
+            .parse()
+            .map_err(|_| Error::World("bad CIDR".into()))?,
+    ];
     for slice in &cluster.slices {
         for port in slice.ports.iter().flatten() {
-            let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+            let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else {
+                continue;
+            };
             for endpoint in &slice.endpoints {
                 if let Some(address) = endpoint.addresses.first().and_then(|a| a.parse().ok()) {
                     spec.endpoint(address, number, Protocol::Tcp);
@@ -112,19 +134,31 @@ async fn run(args: &Args) -> Result<()> {
         );
         let Some(spec_) = &service.spec else { continue };
         for port in spec_.ports.iter().flatten() {
-            let Ok(number) = u16::try_from(port.port) else { continue };
+            let Ok(number) = u16::try_from(port.port) else {
+                continue;
+            };
             if let Some(cluster_ip) = spec_.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) {
-                destinations.push((format!("{name} cluster IP"), Probe::tcp(ip(CLIENT_POD), cluster_ip, number)));
+                destinations.push((
+                    format!("{name} cluster IP"),
+                    Probe::tcp(ip(CLIENT_POD), cluster_ip, number),
+                ));
             }
             if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
-                destinations.push((format!("{name} node port"), Probe::tcp(ip(EXTERNAL_CLIENT), node_ip, node_port)));
+                destinations.push((
+                    format!("{name} node port"),
+                    Probe::tcp(ip(EXTERNAL_CLIENT), node_ip, node_port),
+                ));
             }
         }
     }
     for (_, probe) in &destinations {
         spec.probe(probe);
     }
-    println!("building the world: node {} ({node_ip}), {} endpoint pods, a client pod, an external client", cluster.node_name, spec.endpoints.len());
+    println!(
+        "building the world: node {} ({node_ip}), {} endpoint pods, a client pod, an external client",
+        cluster.node_name,
+        spec.endpoints.len()
+    );
     let world = World::build(spec).await?;
     let log = std::env::temp_dir().join(format!("kproxy-demo-{}.log", std::process::id()));
     let healthz = SocketAddr::from(([127, 0, 0, 1], 10256));
@@ -147,11 +181,17 @@ async fn run(args: &Args) -> Result<()> {
         ],
         Some(&log),
     )?;
-    println!("kube-proxy running in namespace {} (log: {})", world.node_netns(), log.display());
-    wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(20)).await.map_err(|e| {
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        Error::World(format!("{e}\nkube-proxy log:\n{tail}"))
-    })?;
+    println!(
+        "kube-proxy running in namespace {} (log: {})",
+        world.node_netns(),
+        log.display()
+    );
+    wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(20))
+        .await
+        .map_err(|e| {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            Error::World(format!("{e}\nkube-proxy log:\n{tail}"))
+        })?;
     println!("healthz: 200\n");
     for (what, probe) in &destinations {
         let mut hits: BTreeMap<String, usize> = BTreeMap::new();
@@ -159,7 +199,11 @@ async fn run(args: &Args) -> Result<()> {
             let outcome = probe::send(&world, probe, Duration::from_secs(2)).await;
             let label = match outcome {
                 Outcome::Reply(reply) if reply.kind == "endpoint" => {
-                    let masq = if reply.peer.ip() == probe.src { "source kept" } else { "masqueraded" };
+                    let masq = if reply.peer.ip() == probe.src {
+                        "source kept"
+                    } else {
+                        "masqueraded"
+                    };
                     format!("pod {} ({masq})", reply.local)
                 }
                 Outcome::Reply(reply) => format!("{} {} (not proxied)", reply.role, reply.local),
@@ -169,13 +213,23 @@ async fn run(args: &Args) -> Result<()> {
             };
             *hits.entry(label).or_default() += 1;
         }
-        println!("{what}: {} requests from {} to {}:{}", args.requests, probe.src, probe.dst, probe.dport);
+        println!(
+            "{what}: {} requests from {} to {}:{}",
+            args.requests, probe.src, probe.dst, probe.dport
+        );
         for (label, count) in hits {
             println!("  {count:>4} × {label}");
         }
     }
-    if let Ok((_, metrics)) = http_get(world.node(), SocketAddr::from(([127, 0, 0, 1], 10249)), "/metrics") {
-        let syncs: Vec<&str> = metrics.lines().filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count")).collect();
+    if let Ok((_, metrics)) = http_get(
+        world.node(),
+        SocketAddr::from(([127, 0, 0, 1], 10249)),
+        "/metrics",
+    ) {
+        let syncs: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count"))
+            .collect();
         println!("\nmetrics: {}", syncs.join(", "));
     }
     let status = proxy.stop(Duration::from_secs(10)).await?;
@@ -186,7 +240,11 @@ async fn run(args: &Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("kproxy-demo: {error}");

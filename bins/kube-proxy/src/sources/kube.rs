@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kproxy_core::SourceReady;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -27,7 +27,9 @@ pub(crate) const PROXY_SELECTOR: &str =
     "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
 /// How one kind of object is applied to the sink.
-trait Kind: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static {
+trait Kind:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+{
     fn upsert(sink: &Sink, object: &Self, known: &mut Known);
     fn delete(sink: &Sink, namespace: &str, name: &str, known: &mut Known);
 }
@@ -40,7 +42,10 @@ struct Known {
 }
 
 fn key<K: Resource>(object: &K) -> (String, String) {
-    (object.meta().namespace.clone().unwrap_or_default(), object.meta().name.clone().unwrap_or_default())
+    (
+        object.meta().namespace.clone().unwrap_or_default(),
+        object.meta().name.clone().unwrap_or_default(),
+    )
 }
 
 impl Kind for Service {
@@ -88,11 +93,13 @@ impl Kind for ServiceCIDR {
             })
             .collect();
         known.service_cidrs.insert(object.name_any(), cidrs);
-        sink.handle.set_service_cidrs(known.service_cidrs.values().flatten().copied().collect());
+        sink.handle
+            .set_service_cidrs(known.service_cidrs.values().flatten().copied().collect());
     }
     fn delete(sink: &Sink, _: &str, name: &str, known: &mut Known) {
         known.service_cidrs.remove(name);
-        sink.handle.set_service_cidrs(known.service_cidrs.values().flatten().copied().collect());
+        sink.handle
+            .set_service_cidrs(known.service_cidrs.values().flatten().copied().collect());
     }
 }
 
@@ -127,7 +134,8 @@ async fn watch<K: Kind>(api: Api<K>, config: watcher::Config, sink: Sink, ready:
             }
             Ok(Event::InitDone) => {
                 let listed = listing.take().unwrap_or_default();
-                let vanished: Vec<(String, String)> = known.keys.difference(&listed).cloned().collect();
+                let vanished: Vec<(String, String)> =
+                    known.keys.difference(&listed).cloned().collect();
                 for (namespace, name) in vanished {
                     known.keys.remove(&(namespace.clone(), name.clone()));
                     K::delete(&sink, &namespace, &name, &mut known);
@@ -156,12 +164,33 @@ impl KubeSource {
     pub(crate) async fn run(self, sink: Sink, ready: [SourceReady; 4]) {
         let [services, slices, node, cidrs] = ready;
         let proxied = watcher::Config::default().labels(PROXY_SELECTOR);
-        let this_node = watcher::Config::default().fields(&format!("metadata.name={}", self.node_name));
+        let this_node =
+            watcher::Config::default().fields(&format!("metadata.name={}", self.node_name));
         tokio::join!(
-            watch(Api::<Service>::all(self.client.clone()), proxied.clone(), sink.clone(), services),
-            watch(Api::<EndpointSlice>::all(self.client.clone()), proxied, sink.clone(), slices),
-            watch(Api::<Node>::all(self.client.clone()), this_node, sink.clone(), node),
-            watch(Api::<ServiceCIDR>::all(self.client), watcher::Config::default(), sink, cidrs),
+            watch(
+                Api::<Service>::all(self.client.clone()),
+                proxied.clone(),
+                sink.clone(),
+                services
+            ),
+            watch(
+                Api::<EndpointSlice>::all(self.client.clone()),
+                proxied,
+                sink.clone(),
+                slices
+            ),
+            watch(
+                Api::<Node>::all(self.client.clone()),
+                this_node,
+                sink.clone(),
+                node
+            ),
+            watch(
+                Api::<ServiceCIDR>::all(self.client),
+                watcher::Config::default(),
+                sink,
+                cidrs
+            ),
         );
     }
 }

@@ -50,7 +50,10 @@ pub(crate) struct Manifests {
 }
 
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
-    (meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone().unwrap_or_default())
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The YAML files under `path` (a file, or a directory's `*.yaml`/`*.yml` in name order).
@@ -58,11 +61,18 @@ fn files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     if !path.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
-    let read = |source| ManifestError::Read { path: path.to_owned(), source };
+    let read = |source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(read)? {
         let entry = entry.map_err(read)?.path();
-        if entry.is_file() && entry.extension().is_some_and(|ext| ext == "yaml" || ext == "yml") {
+        if entry.is_file()
+            && entry
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        {
             files.push(entry);
         }
     }
@@ -74,9 +84,15 @@ fn files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 pub(crate) fn read(path: &Path) -> Result<Manifests, ManifestError> {
     let mut manifests = Manifests::default();
     for file in files(path)? {
-        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read { path: file.clone(), source })?;
-        let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .map_err(|e| ManifestError::Yaml { path: file.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| ManifestError::Yaml {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
         for document in documents {
             add_document(&mut manifests, document, &file);
         }
@@ -85,7 +101,11 @@ pub(crate) fn read(path: &Path) -> Result<Manifests, ManifestError> {
 }
 
 fn add_document(manifests: &mut Manifests, document: Value, file: &Path) {
-    let kind = document.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let kind = document
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let decoded = match kind.as_str() {
         "List" | "ServiceList" | "EndpointSliceList" | "NodeList" => {
             if let Some(Value::Array(items)) = document.get("items") {
@@ -125,7 +145,11 @@ pub(crate) fn apply(sink: &Sink, previous: &Manifests, next: &Manifests) {
             sink.upsert_service(service);
         }
     }
-    for key in previous.services.keys().filter(|k| !next.services.contains_key(*k)) {
+    for key in previous
+        .services
+        .keys()
+        .filter(|k| !next.services.contains_key(*k))
+    {
         sink.delete_service(&key.0, &key.1);
     }
     for (key, slice) in &next.slices {
@@ -133,7 +157,11 @@ pub(crate) fn apply(sink: &Sink, previous: &Manifests, next: &Manifests) {
             sink.upsert_endpoint_slice(slice);
         }
     }
-    for key in previous.slices.keys().filter(|k| !next.slices.contains_key(*k)) {
+    for key in previous
+        .slices
+        .keys()
+        .filter(|k| !next.slices.contains_key(*k))
+    {
         sink.delete_endpoint_slice(&key.0, &key.1);
     }
     for node in &next.nodes {
@@ -180,7 +208,9 @@ pub(crate) async fn run(path: PathBuf, initial: Manifests, sink: Sink, ready: So
                 tracing::info!(path = %path.display(), "manifests changed; re-read");
             }
             // Keep what was programmed from the last good read.
-            Err(error) => tracing::error!(%error, "cannot re-read manifests; keeping the previous ones"),
+            Err(error) => {
+                tracing::error!(%error, "cannot re-read manifests; keeping the previous ones")
+            }
         }
     }
 }

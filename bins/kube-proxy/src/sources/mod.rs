@@ -14,7 +14,8 @@ use kproxy_core::{ModelError, TrackerHandle};
 use crate::metrics::Metrics;
 
 /// Annotation carrying when the change that produced an EndpointSlice happened.
-pub(crate) const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+pub(crate) const LAST_CHANGE_TRIGGER_TIME: &str =
+    "endpoints.kubernetes.io/last-change-trigger-time";
 
 /// Applies objects to the tracker, logging and counting what could not be used.
 #[derive(Clone)]

@@ -27,7 +27,7 @@ struct Args {
     #[arg(long)]
     kube_proxy: PathBuf,
     /// Requests per destination.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     requests: usize,
     /// A manifests file or directory (Services, EndpointSlices, a Node).
     manifests: PathBuf,

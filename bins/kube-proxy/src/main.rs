@@ -9,6 +9,7 @@ mod metrics;
 mod netns;
 mod options;
 mod sources;
+mod sysctl;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,16 @@ fn main() -> ExitCode {
         }
     };
     let settings = settings(&options);
+    if !options.cleanup {
+        sysctl::apply_conntrack(&options.conntrack);
+        // Like upstream: the proxy is among the last processes the OOM killer picks.
+        if let Err(error) = std::fs::write(
+            "/proc/self/oom_score_adj",
+            options.oom_score_adj.to_string(),
+        ) {
+            tracing::warn!(%error, "cannot set oom_score_adj");
+        }
+    }
     let result = runtime.block_on(async {
         if options.cleanup {
             app::cleanup(&settings).await

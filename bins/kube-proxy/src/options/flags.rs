@@ -142,7 +142,7 @@ pub(crate) struct Flags {
     #[arg(long, value_name = "IP:PORT", value_parser = parse_ip_port)]
     pub(crate) healthz_bind_address: Option<String>,
     /// The IP address and port for the metrics server to serve on, defaulting to
-    /// "127.0.0.1:10249". (Set to "0.0.0.0:10249" / "[::]:10249" to bind on all interfaces.)
+    /// "127.0.0.1:10249". (Set to "0.0.0.0:10249" / `[::]:10249` to bind on all interfaces.)
     /// Set empty to disable. This parameter is ignored if a config file is specified by
     /// --config.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_ip_port)]
@@ -290,18 +290,18 @@ pub(crate) struct Flags {
     /// text log format)
     #[arg(long, value_name = "PATTERN=N,...")]
     pub(crate) vmodule: Option<String>,
-    /// [Alpha] In JSON format with split output streams, the info messages can be buffered for
+    /// (Alpha) In JSON format with split output streams, the info messages can be buffered for
     /// a while to increase performance.
     #[arg(long, value_name = "QUANTITY")]
     pub(crate) log_json_info_buffer_size: Option<String>,
-    /// [Alpha] In JSON format, write error messages to stderr and info messages to stdout.
+    /// (Alpha) In JSON format, write error messages to stderr and info messages to stdout.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub(crate) log_json_split_stream: Option<bool>,
-    /// [Alpha] In text format with split output streams, the info messages can be buffered for
+    /// (Alpha) In text format with split output streams, the info messages can be buffered for
     /// a while to increase performance.
     #[arg(long, value_name = "QUANTITY")]
     pub(crate) log_text_info_buffer_size: Option<String>,
-    /// [Alpha] In text format, write error messages to stderr and info messages to stdout.
+    /// (Alpha) In text format, write error messages to stderr and info messages to stdout.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub(crate) log_text_split_stream: Option<bool>,
     /// (kube-proxy-rs) Read Services, EndpointSlices and the Node from the YAML files at PATH

@@ -1,6 +1,6 @@
 //! Where Services, EndpointSlices and this node come from: the API server (kube-runtime
 //! watchers) or manifests on disk. Every source feeds the same [`TrackerHandle`], reports the
-//! end of its initial list through a [`SourceReady`] token, and counts and logs bad objects.
+//! end of its initial list through a [`SourceReady`](kproxy_core::SourceReady) token, and counts and logs bad objects.
 
 pub(crate) mod kube;
 pub(crate) mod manifests;

@@ -1,0 +1,287 @@
+//! `kproxy-e2e-bench --kube-proxy PATH --services N --endpoints E`: the whole proxy, measured
+//! through the API-server stand-in. Loads N Services × E endpoints into the stand-in inside a
+//! fresh network namespace, starts the real kube-proxy there, and prints one JSON object per
+//! measurement: start to first full sync, network programming latency of single endpoint
+//! changes (with `minSyncPeriod: 0`), and kube-proxy's peak RSS.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kproxy_testkit::apiserver::ApiServer;
+use kproxy_testkit::process::{ProxyProcess, http_get};
+use kproxy_testkit::{Error, NetNs, Result};
+
+/// Measures kube-proxy end to end against the API-server stand-in.
+#[derive(Debug, Parser)]
+#[command(name = "kproxy-e2e-bench")]
+struct Args {
+    /// The kube-proxy binary.
+    #[arg(long)]
+    kube_proxy: PathBuf,
+    /// How many Services.
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// How many single-endpoint changes to time.
+    #[arg(long, default_value_t = 100)]
+    changes: usize,
+}
+
+fn service(i: usize) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            namespace: Some(format!("ns-{}", i % 100)),
+            name: Some(format!("svc-{i}")),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(format!(
+                "172.{}.{}.{}",
+                16 + (i >> 16),
+                (i >> 8) & 255,
+                i & 255
+            )),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "endpoints.kubernetes.io/last-change-trigger-time".to_owned(),
+        rfc3339_now(),
+    );
+    EndpointSlice {
+        metadata: ObjectMeta {
+            namespace: Some(format!("ns-{}", i % 100)),
+            name: Some(format!("svc-{i}-abcde")),
+            labels: Some(BTreeMap::from([(
+                "kubernetes.io/service-name".to_owned(),
+                format!("svc-{i}"),
+            )])),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: (0..endpoints)
+            .map(|e| {
+                let n = i * endpoints + e;
+                Endpoint {
+                    addresses: vec![format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(!(e == 0 && generation % 2 == 1)),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    }),
+                    node_name: Some(format!("node-{}", n % 50)),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// Seconds since the epoch, as RFC 3339 with nanoseconds, computed without a date crate.
+fn rfc3339_now() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_nanos()
+    )
+}
+
+/// The last successful sync's timestamp from kube-proxy's metrics, in seconds since the epoch.
+fn last_sync(ns: &NetNs, metrics: SocketAddr) -> Option<f64> {
+    let (_, text) = http_get(ns, metrics, "/metrics").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("kubeproxy_sync_proxy_rules_last_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|v: &f64| *v > 0.0)
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    (kib / 1024.0 * 10.0).round() / 10.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+async fn run(args: &Args) -> Result<()> {
+    let ns = NetNs::new("e2ebench")?;
+    let server = ApiServer::start_in(&ns, SocketAddr::from(([127, 0, 0, 1], 6443))).await?;
+    server.set_bookmark_interval(Duration::from_secs(5));
+    server.create(&Node {
+        metadata: ObjectMeta {
+            name: Some("node-0".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })?;
+    for i in 0..args.services {
+        server.create(&service(i))?;
+        server.create(&slice(i, args.endpoints, 0))?;
+    }
+    let dir = std::env::temp_dir().join(format!("kproxy-e2e-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("temp dir", e))?;
+    let kubeconfig = dir.join("kubeconfig");
+    server.kubeconfig(&kubeconfig)?;
+    let metrics = SocketAddr::from(([127, 0, 0, 1], 10249));
+    let args_for_proxy: Vec<String> = [
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--hostname-override",
+        "node-0",
+        "--cluster-cidr",
+        "10.0.0.0/8",
+        "--healthz-bind-address",
+        "127.0.0.1:10256",
+        "--metrics-bind-address",
+        &metrics.to_string(),
+        "--conntrack-max-per-core",
+        "0",
+        "--iptables-min-sync-period",
+        "0s",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let started = Instant::now();
+    let proxy = ProxyProcess::start(
+        &args.kube_proxy,
+        &ns,
+        &args_for_proxy,
+        Some(&dir.join("kube-proxy.log")),
+    )?;
+    let pid = proxy.id().unwrap_or(0);
+    let first_sync = loop {
+        if last_sync(&ns, metrics).is_some() {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(Error::World("no sync within 300 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "{{\"measurement\":\"start_to_first_full_sync\",\"services\":{},\"endpoints_per_service\":{},\"seconds\":{:.3}}}",
+        args.services,
+        args.endpoints,
+        first_sync.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut latencies = Vec::new();
+    for round in 0..args.changes {
+        let target = (round * 7_919) % args.services;
+        let before = last_sync(&ns, metrics).unwrap_or(0.0);
+        let changed_at = SystemTime::now();
+        let at = changed_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        server.update(&slice(target, args.endpoints, round + 1))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(done) = last_sync(&ns, metrics)
+                && done > before
+                && done >= at
+            {
+                latencies.push(((done - at) * 1000.0).max(0.0));
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::World(format!(
+                    "change {round} was not programmed within 10 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "{{\"measurement\":\"network_programming_latency_ms\",\"services\":{},\"endpoints_per_service\":{},\"changes\":{},\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}",
+        args.services,
+        args.endpoints,
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "{{\"measurement\":\"kube_proxy_peak_rss_mb\",\"value\":{}}}",
+        peak_rss_mb(pid)
+    );
+    proxy.stop(Duration::from_secs(10)).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kproxy-e2e-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kproxy-e2e-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

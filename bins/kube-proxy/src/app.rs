@@ -159,7 +159,7 @@ pub(crate) async fn run(
     let source_names: &[&str] = if manifests.is_some() {
         &["manifests"]
     } else {
-        &["services", "endpointslices", "node", "servicecidrs"]
+        &["services", "endpointslices", "node"]
     };
     let (readiness, mut tokens) = Readiness::with_sources(source_names.iter().copied());
     let dataplane = ConntrackCleaning::new(Box::new(dataplane));
@@ -217,12 +217,7 @@ pub(crate) async fn run(
             tokio::spawn(async move { manifests::run(path, initial, sink, ready).await })
         }
         (None, Some(client)) => {
-            let ready = [
-                tokens.remove(0),
-                tokens.remove(0),
-                tokens.remove(0),
-                tokens.remove(0),
-            ];
+            let ready = [tokens.remove(0), tokens.remove(0), tokens.remove(0)];
             let source = KubeSource {
                 client,
                 node_name: settings.node_name.clone(),

@@ -187,8 +187,11 @@ impl Metrics {
     }
 
     /// Remembers an EndpointSlice's `last-change-trigger-time`, observed once programmed.
+    ///
+    /// Times from before this process started are ignored, as upstream does: the initial list
+    /// and every re-list replay old annotations that say nothing about this proxy's latency.
     pub(crate) fn note_trigger_time(&self, value: &str) {
-        if let Some(time) = parse_rfc3339(value) {
+        if let Some(time) = parse_rfc3339(value).filter(|time| *time >= self.started) {
             self.trigger_times
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)

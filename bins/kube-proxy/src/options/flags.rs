@@ -105,7 +105,7 @@ pub(crate) struct Flags {
     /// If set, write the default configuration values to this file and exit.
     #[arg(long, value_name = "PATH")]
     pub(crate) write_config_to: Option<PathBuf>,
-    /// If true cleanup iptables and ipvs rules and exit.
+    /// If true, remove the rules this proxy programmed (the `kube-proxy` nftables tables) and exit.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub(crate) cleanup: Option<bool>,
     /// A set of key=value pairs that describe feature gates for alpha/experimental features.

@@ -103,11 +103,28 @@ impl Kind for ServiceCIDR {
     }
 }
 
+/// Whether a watch error says the API server does not serve this kind at all.
+fn is_not_served(error: &watcher::Error) -> bool {
+    let api_error = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(e))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(e)) => e,
+        _ => return false,
+    };
+    api_error.code == 404
+}
+
 /// Runs one watcher until its stream ends (never, in practice): applies every event and marks
-/// `ready` at the end of the first complete list.
-async fn watch<K: Kind>(api: Api<K>, config: watcher::Config, sink: Sink, ready: SourceReady) {
+/// `ready` (if any) at the end of the first complete list. An `optional` kind that the API
+/// server does not serve (404) stops its watcher instead of retrying forever.
+async fn watch<K: Kind>(
+    api: Api<K>,
+    config: watcher::Config,
+    sink: Sink,
+    ready: Option<SourceReady>,
+    optional: bool,
+) {
     let kind = K::kind(&()).into_owned();
-    let mut ready = Some(ready);
+    let mut ready = ready;
     let mut known = Known::default();
     let mut listing: Option<BTreeSet<(String, String)>> = None;
     let stream = watcher::watcher(api, config).default_backoff();
@@ -145,6 +162,10 @@ async fn watch<K: Kind>(api: Api<K>, config: watcher::Config, sink: Sink, ready:
                     ready.mark_ready();
                 }
             }
+            Err(error) if optional && is_not_served(&error) => {
+                tracing::info!(%kind, "the API server does not serve this kind; not watching it");
+                return;
+            }
             Err(error) => {
                 sink.metrics.watch_errors.inc();
                 tracing::warn!(%kind, %error, "watch failed; retrying with backoff, rules stay in place");
@@ -160,9 +181,10 @@ pub(crate) struct KubeSource {
 }
 
 impl KubeSource {
-    /// Runs every watcher until the future is dropped.
-    pub(crate) async fn run(self, sink: Sink, ready: [SourceReady; 4]) {
-        let [services, slices, node, cidrs] = ready;
+    /// Runs every watcher until the future is dropped. ServiceCIDRs are optional (clusters
+    /// before 1.33 may not serve them), so they do not hold back the first sync.
+    pub(crate) async fn run(self, sink: Sink, ready: [SourceReady; 3]) {
+        let [services, slices, node] = ready;
         let proxied = watcher::Config::default().labels(PROXY_SELECTOR);
         let this_node =
             watcher::Config::default().fields(&format!("metadata.name={}", self.node_name));
@@ -171,25 +193,29 @@ impl KubeSource {
                 Api::<Service>::all(self.client.clone()),
                 proxied.clone(),
                 sink.clone(),
-                services
+                Some(services),
+                false
             ),
             watch(
                 Api::<EndpointSlice>::all(self.client.clone()),
                 proxied,
                 sink.clone(),
-                slices
+                Some(slices),
+                false
             ),
             watch(
                 Api::<Node>::all(self.client.clone()),
                 this_node,
                 sink.clone(),
-                node
+                Some(node),
+                false
             ),
             watch(
                 Api::<ServiceCIDR>::all(self.client),
                 watcher::Config::default(),
                 sink,
-                cidrs
+                None,
+                true
             ),
         );
     }

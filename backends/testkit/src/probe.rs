@@ -640,6 +640,35 @@ async fn check_endpoints(
     }
 }
 
+/// Checks `probe` against `expectation` until it passes or `timeout` runs out, for tests that
+/// wait for a proxy to follow a change.
+///
+/// # Errors
+///
+/// What the last check saw, when it never passed.
+pub async fn wait_for(
+    world: &World,
+    probe: &Probe,
+    expectation: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let expectation: Expectation = expectation.parse().map_err(|e| format!("{e:?}"))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let verdict = check(world, probe, &expectation, CheckOptions::default()).await;
+        if verdict.pass {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{probe}: expected {expectation}, saw {}",
+                verdict.seen
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

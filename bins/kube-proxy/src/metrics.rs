@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use kproxy_core::{ModelError, ObjectKind, ProxyState, SyncKind, SyncStatus, select_endpoints};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -360,42 +360,11 @@ fn unix_seconds(time: SystemTime) -> f64 {
 /// Parses the RFC 3339 timestamps Kubernetes writes (`2024-01-02T03:04:05Z`, optionally with
 /// fractional seconds and a numeric offset).
 pub(crate) fn parse_rfc3339(value: &str) -> Option<SystemTime> {
-    let value = value.trim();
-    let (date, rest) = value.split_once(['T', 't'])?;
-    let mut date_parts = date.split('-');
-    let year: i64 = date_parts.next()?.parse().ok()?;
-    let month: i64 = date_parts.next()?.parse().ok()?;
-    let day: i64 = date_parts.next()?.parse().ok()?;
-    let (time, offset_seconds) = if let Some(time) = rest.strip_suffix(['Z', 'z']) {
-        (time, 0)
-    } else {
-        let at = rest.rfind(['+', '-'])?;
-        let (time, offset) = rest.split_at(at);
-        let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (hours, minutes) = offset[1..].split_once(':')?;
-        (
-            time,
-            sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60),
-        )
-    };
-    let mut time_parts = time.split(':');
-    let hour: i64 = time_parts.next()?.parse().ok()?;
-    let minute: i64 = time_parts.next()?.parse().ok()?;
-    let second: f64 = time_parts.next()?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 - offset_seconds;
-    let whole = u64::try_from(seconds).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(whole) + Duration::from_secs_f64(second))
+    value
+        .trim()
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(SystemTime::from)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_core::Protocol;
 use kproxy_testkit::apiserver::ApiServer;
-use kproxy_testkit::probe::{self, CheckOptions, Expectation, Probe};
+use kproxy_testkit::probe::{self, Probe};
 use kproxy_testkit::process::{ProxyProcess, http_get, wait_for_ok};
 use kproxy_testkit::{World, WorldSpec, netns};
 
@@ -100,19 +100,8 @@ fn slice(service: &str, addresses: &[&str]) -> EndpointSlice {
 }
 
 async fn expect(world: &World, probe: &Probe, expectation: &str, timeout: Duration) {
-    let expectation: Expectation = expectation.parse().expect("valid expectation");
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let verdict = probe::check(world, probe, &expectation, CheckOptions::default()).await;
-        if verdict.pass {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{probe}: expected {expectation}, saw {}",
-            verdict.seen
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Err(seen) = probe::wait_for(world, probe, expectation, timeout).await {
+        panic!("{seen}");
     }
 }
 

@@ -102,29 +102,9 @@ fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
     }
 }
 
-/// Seconds since the epoch, as RFC 3339 with nanoseconds, computed without a date crate.
+/// Now, as RFC 3339 with nanoseconds (the annotation's format).
 fn rfc3339_now() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = i64::try_from(since.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_nanos()
-    )
+    k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
 /// The last successful sync's timestamp from kube-proxy's metrics, in seconds since the epoch.

@@ -31,24 +31,76 @@ pub trait NftKernel: Send {
     async fn list(&mut self, family: IpFamily) -> Result<String, NftError>;
 }
 
-/// The real kernel, through the `nft` binary: a transaction is one `nft -f -` run, which the
-/// kernel applies as one netlink batch.
+/// The real kernel. Transactions made only of element, chain and DNAT-rule operations (what
+/// incremental syncs write) go straight to the kernel as one nf_tables netlink batch; all
+/// others are one `nft -f -` run. Either way the kernel applies them as one batch, all or
+/// nothing.
 #[derive(Debug, Clone)]
 pub struct NftCommand {
     netns: Option<String>,
+    netlink: bool,
 }
 
 impl NftCommand {
     /// Programs the network namespace this process runs in.
     pub fn current_netns() -> Self {
-        Self { netns: None }
+        Self {
+            netns: None,
+            netlink: true,
+        }
     }
 
     /// Programs the named network namespace (`ip netns exec NAME nft ...`).
     pub fn in_netns(name: &str) -> Self {
         Self {
             netns: Some(name.to_owned()),
+            netlink: true,
         }
+    }
+
+    /// Sends everything through `nft`, never netlink directly (to compare the two paths).
+    pub fn nft_only(mut self) -> Self {
+        self.netlink = false;
+        self
+    }
+
+    /// Sends a batch over an nf_tables netlink socket opened in the target namespace, on a
+    /// thread of its own so that entering the namespace affects nothing else.
+    async fn send_netlink(
+        &self,
+        batch: Vec<u8>,
+        acks: usize,
+        text: String,
+    ) -> Result<(), NftError> {
+        let netns = self.netns.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(move || -> std::io::Result<()> {
+                        if let Some(netns) = netns {
+                            let file = std::fs::File::open(format!("/run/netns/{netns}"))?;
+                            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                                .map_err(std::io::Error::from)?;
+                        }
+                        let mut socket =
+                            netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
+                        socket.bind_auto()?;
+                        socket.send(&batch, 0)?;
+                        crate::netlink::read_acks(&socket, acks)
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("netlink thread panicked")))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        result.map_err(|error| match error.raw_os_error() {
+            Some(_) => NftError::Refused {
+                command: text,
+                message: format!("netlink: {error}"),
+            },
+            None => NftError::Spawn { source: error },
+        })
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -102,6 +154,11 @@ impl NftKernel for NftCommand {
         let input: String = transactions.iter().map(ToString::to_string).collect();
         if input.is_empty() {
             return Ok(());
+        }
+        if self.netlink
+            && let Some((batch, acks)) = crate::netlink::encode(transactions, 1)
+        {
+            return self.send_netlink(batch, acks, input).await;
         }
         // One `nft -f` run is one netlink batch: both tables change together or not at all.
         self.run(&["-f", "-"], Some(input)).await.map(drop)

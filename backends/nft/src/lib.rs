@@ -21,6 +21,7 @@ mod error;
 mod fake;
 mod kernel;
 pub mod names;
+mod netlink;
 mod render;
 mod slots;
 mod transaction;

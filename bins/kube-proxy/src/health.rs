@@ -135,7 +135,7 @@ fn json_response(code: StatusCode, body: &serde_json::Value) -> Response {
 
 /// RFC 3339 with nanoseconds, as Kubernetes writes timestamps.
 pub(crate) fn rfc3339(time: SystemTime) -> String {
-    k8s_openapi::jiff::Timestamp::try_from(time)
+    jiff::Timestamp::try_from(time)
         .map(|t| t.to_string())
         .unwrap_or_default()
 }

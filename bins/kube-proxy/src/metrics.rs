@@ -362,7 +362,7 @@ fn unix_seconds(time: SystemTime) -> f64 {
 pub(crate) fn parse_rfc3339(value: &str) -> Option<SystemTime> {
     value
         .trim()
-        .parse::<k8s_openapi::jiff::Timestamp>()
+        .parse::<jiff::Timestamp>()
         .ok()
         .map(SystemTime::from)
 }

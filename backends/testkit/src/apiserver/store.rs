@@ -460,8 +460,8 @@ fn string(meta: &Map<String, Value>, field: &str) -> String {
 
 /// The current time as RFC 3339 in UTC with second precision, as Kubernetes writes it.
 pub(crate) fn now_rfc3339() -> String {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second())
         .unwrap_or(now)
         .to_string()
 }
@@ -480,7 +480,7 @@ mod tests {
     fn timestamps_have_second_precision() {
         let now = now_rfc3339();
         assert!(now.ends_with('Z') && !now.contains('.'), "{now}");
-        assert!(now.parse::<k8s_openapi::jiff::Timestamp>().is_ok(), "{now}");
+        assert!(now.parse::<jiff::Timestamp>().is_ok(), "{now}");
     }
 
     #[test]

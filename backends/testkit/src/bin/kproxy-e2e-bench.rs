@@ -104,7 +104,7 @@ fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
 
 /// Now, as RFC 3339 with nanoseconds (the annotation's format).
 fn rfc3339_now() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
+    jiff::Timestamp::now().to_string()
 }
 
 /// The last successful sync's timestamp from kube-proxy's metrics, in seconds since the epoch.

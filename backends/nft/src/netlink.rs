@@ -55,7 +55,7 @@ impl Writer {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -183,7 +183,7 @@ fn layout(set: &str) -> Option<SetLayout> {
 /// Appends one concatenation component, padded to 32 bits as nf_tables registers are.
 fn component(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -604,7 +604,7 @@ mod tests {
         ]);
         let (bytes, acks) = encode(&[ok], 1).unwrap();
         assert_eq!(acks, 4);
-        assert_eq!(bytes.len() % 4, 0);
+        assert!(bytes.len().is_multiple_of(4));
         let other = tx(vec![Op::AddRule {
             chain: "c".into(),
             rule: "jump mark-for-masquerade".into(),

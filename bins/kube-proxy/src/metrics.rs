@@ -289,9 +289,15 @@ impl Metrics {
 
     fn process_metrics(&self) -> String {
         let mut out = String::new();
+        // OpenMetrics names a counter's family without `_total` and its sample with it.
         let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            let sample = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
             out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{sample} {value}\n"
             ));
         };
         metric(
@@ -331,7 +337,7 @@ impl Metrics {
         );
         if let Some(cpu) = cpu_seconds() {
             metric(
-                "process_cpu_seconds_total",
+                "process_cpu_seconds",
                 "counter",
                 "Total user and system CPU time spent in seconds.",
                 cpu,

@@ -235,7 +235,7 @@ pub(crate) async fn run(
         status,
         handle,
         Arc::clone(&metrics),
-        ServiceHealthServers::new(std::net::Ipv4Addr::UNSPECIFIED.into(), health),
+        ServiceHealthServers::new(std::net::Ipv6Addr::UNSPECIFIED.into(), health),
     ));
     let dataplane = reconciler.run(shutdown).await;
     source.abort();

@@ -156,7 +156,7 @@ pub(crate) struct ServiceHealthServers {
 }
 
 impl ServiceHealthServers {
-    /// Listeners will bind `bind` (upstream: every address).
+    /// Listeners will bind `bind` (`::` for every address of both families).
     pub(crate) fn new(bind: std::net::IpAddr, proxy: ProxyHealth) -> Self {
         Self {
             bind,
@@ -216,7 +216,15 @@ impl ServiceHealthServers {
                 continue;
             }
             let address = SocketAddr::new(self.bind, port);
-            match tokio::net::TcpListener::bind(address).await {
+            // `[::]` answers IPv4 too (unless the host sets bindv6only); a host without IPv6
+            // falls back to `0.0.0.0`.
+            let bound = match tokio::net::TcpListener::bind(address).await {
+                Err(_) if self.bind == std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) => {
+                    tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await
+                }
+                other => other,
+            };
+            match bound {
                 Ok(listener) => {
                     let router = self.router(port);
                     self.listeners.insert(

@@ -45,6 +45,19 @@ fn slice(service: &str, addresses: &[&str]) -> String {
     )
 }
 
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` and a health-check node port.
+const LOCAL_LB: &str = "---
+apiVersion: v1
+kind: Service
+metadata: { namespace: e2e, name: local-lb }
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.30
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 30999
+  ports: [ { name: http, port: 80, nodePort: 30080 } ]
+";
+
 fn write(dir: &Path, text: &str) {
     let tmp = dir.join(".cluster.yaml.tmp");
     std::fs::write(&tmp, text).expect("write manifests");
@@ -71,12 +84,13 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
     write(
         &dir,
         &format!(
-            "{NODE}{}{}{}{}",
+            "{NODE}{}{}{}{}{LOCAL_LB}{}",
             service("web", "10.96.0.10"),
             slice("web", &["10.244.1.11", "10.244.2.12"]),
             service("broken", "10.96.0.20"),
             // The second address is not an IP: that endpoint is skipped, the first one used.
             slice("broken", &["10.244.1.21", "10.244.1.not-an-ip"]),
+            slice("local-lb", &["10.244.1.11"]),
         ),
     );
 
@@ -162,6 +176,15 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
 
+    // The health-check node port of the Local-policy LoadBalancer answers with its local
+    // endpoint count.
+    let health_port = SocketAddr::from(([127, 0, 0, 1], 30999));
+    let (code, body) = http_get(world.node(), health_port, "/").expect("health-check node port");
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["localEndpoints"], 1, "{body}");
+    assert_eq!(json["service"]["name"], "local-lb", "{body}");
+
     // Scale web down to one pod: the rules follow the file.
     write(
         &dir,
@@ -172,6 +195,10 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
         ),
     );
     expect(&world, &to_web, "10.244.2.12:8080", Duration::from_secs(10)).await;
+    assert!(
+        http_get(world.node(), health_port, "/").is_err(),
+        "the health-check port closed with its Service"
+    );
     // broken is gone and no ServiceCIDR is known: its address is left alone.
     expect(&world, &to_broken, "", Duration::from_secs(10)).await;
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kproxy_core::{
@@ -31,6 +32,11 @@ struct FamilyTable {
     /// How many keys each shared set holds, to drop endpoint maps that emptied.
     set_sizes: HashMap<String, usize>,
     slots: Slots,
+    /// Chains flushed because their service port no longer needs them, and when. They are
+    /// deleted by a later sync: kernels before 6.2 notice only some time after a batch that a
+    /// map element pointing at a chain is gone, and refuse to delete the chain meanwhile
+    /// (upstream defers deletion for the same reason).
+    stale_chains: BTreeMap<String, Instant>,
 }
 
 impl FamilyTable {
@@ -81,7 +87,11 @@ pub struct NftDataplane {
     kernel: Box<dyn NftKernel>,
     tables: BTreeMap<IpFamily, FamilyTable>,
     needs_full: bool,
+    chain_deletion_delay: Duration,
 }
+
+/// How long an emptied chain waits before a sync deletes it (see `FamilyTable::stale_chains`).
+pub const CHAIN_DELETION_DELAY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for NftDataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +109,15 @@ impl NftDataplane {
             kernel,
             tables: BTreeMap::new(),
             needs_full: true,
+            chain_deletion_delay: CHAIN_DELETION_DELAY,
         }
+    }
+
+    /// Changes how long emptied chains wait before deletion (tests use zero: deleted by the
+    /// next sync).
+    pub fn with_chain_deletion_delay(mut self, delay: Duration) -> Self {
+        self.chain_deletion_delay = delay;
+        self
     }
 
     /// The kernel access this dataplane uses.
@@ -224,8 +242,16 @@ fn partial_table(
     changes: &ChangeSet,
     family: IpFamily,
     table: &mut FamilyTable,
+    chain_deletion_delay: Duration,
 ) -> Transaction {
     let ctx = FamilyContext::new(family, config, state);
+    let now = Instant::now();
+    let due: Vec<String> = table
+        .stale_chains
+        .iter()
+        .filter(|(_, since)| now.duration_since(**since) >= chain_deletion_delay)
+        .map(|(chain, _)| chain.clone())
+        .collect();
     let mut add_sets = Vec::new();
     let mut add_chains = Vec::new();
     let mut chain_rules = Vec::new();
@@ -267,6 +293,9 @@ fn partial_table(
                 .filter(|c| !new.chains.contains_key(*c))
                 .cloned(),
         );
+        for chain in new.chains.keys() {
+            table.stale_chains.remove(chain);
+        }
         for (set, spec) in &new.sets {
             if !old.sets.contains_key(set) {
                 add_sets.push(Op::AddSet {
@@ -343,6 +372,17 @@ fn partial_table(
         });
     }
 
+    // Chains flushed by an earlier sync and not needed again since are deleted now; the ones
+    // this sync empties wait for a later one.
+    let delete_chains: Vec<Op> = due
+        .into_iter()
+        .filter(|chain| table.stale_chains.remove(chain).is_some())
+        .map(|name| Op::DeleteChain { name })
+        .collect();
+    for chain in &removed_chains {
+        table.stale_chains.insert(chain.clone(), now);
+    }
+
     let mut tx = Transaction::new(family);
     let ops = add_sets
         .into_iter()
@@ -355,11 +395,7 @@ fn partial_table(
                 .iter()
                 .map(|name| Op::FlushChain { name: name.clone() }),
         )
-        .chain(
-            removed_chains
-                .iter()
-                .map(|name| Op::DeleteChain { name: name.clone() }),
-        )
+        .chain(delete_chains)
         .chain(removed_sets);
     for op in ops {
         tx.push(op);
@@ -384,7 +420,8 @@ impl Dataplane for NftDataplane {
         let mut transactions = Vec::new();
         for family in self.config.ip_families.clone() {
             let table = self.tables.entry(family).or_default();
-            let tx = partial_table(&self.config, state, changes, family, table);
+            let delay = self.chain_deletion_delay;
+            let tx = partial_table(&self.config, state, changes, family, table, delay);
             if !tx.is_empty() {
                 transactions.push(tx);
             }

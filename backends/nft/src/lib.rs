@@ -26,7 +26,7 @@ mod render;
 mod slots;
 mod transaction;
 
-pub use dataplane::NftDataplane;
+pub use dataplane::{CHAIN_DELETION_DELAY, NftDataplane};
 pub use error::NftError;
 pub use fake::FakeNft;
 pub use kernel::{NftCommand, NftKernel};

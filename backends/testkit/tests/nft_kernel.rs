@@ -236,7 +236,11 @@ fn normalized_listing(ns: &NetNs) -> String {
                 continue;
             }
             if line.starts_with("\t}") || (trimmed == "}" && line.starts_with('\t')) {
-                blocks.push(current.join("\n"));
+                // Emptied chains wait for a later sync to be deleted; a full sync writes none.
+                let empty_chain = current.len() == 1 && current[0].starts_with("chain ");
+                if !empty_chain {
+                    blocks.push(current.join("\n"));
+                }
                 current.clear();
             } else if !trimmed.is_empty() && line.starts_with('\t') {
                 current.push(trimmed.to_owned());

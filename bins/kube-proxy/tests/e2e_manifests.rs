@@ -195,10 +195,15 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
         ),
     );
     expect(&world, &to_web, "10.244.2.12:8080", Duration::from_secs(10)).await;
-    assert!(
-        http_get(world.node(), health_port, "/").is_err(),
-        "the health-check port closed with its Service"
-    );
+    // The listener closes right after the sync that removed its Service.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while http_get(world.node(), health_port, "/").is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the health-check port stays open after its Service is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // broken is gone and no ServiceCIDR is known: its address is left alone.
     expect(&world, &to_broken, "", Duration::from_secs(10)).await;
 

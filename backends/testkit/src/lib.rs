@@ -27,6 +27,7 @@ pub mod netns;
 pub mod probe;
 pub mod process;
 pub mod scenario;
+pub mod synthetic;
 pub mod world;
 
 pub use error::{Error, Result};

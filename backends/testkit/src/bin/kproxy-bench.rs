@@ -3,20 +3,16 @@
 //! measurement: the full sync, single-endpoint changes, single-Service additions, the size of
 //! the resulting ruleset and the process's peak RSS.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kproxy_core::convert::LABEL_SERVICE_NAME;
 use kproxy_core::{
     ConversionOptions, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServiceChangeTracker,
 };
 use kproxy_testkit::NetNs;
 use kproxy_testkit::backend;
+use kproxy_testkit::synthetic::{service, slice};
 
 /// Measures a backend's sync times at cluster scale, with a real kernel in a throwaway
 /// network namespace.
@@ -35,69 +31,6 @@ struct Args {
     /// How many single-change syncs to time.
     #[arg(long, default_value_t = 20)]
     repeats: usize,
-}
-
-const NODES: usize = 50;
-
-fn service(i: usize) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            namespace: Some(format!("ns-{}", i % 100)),
-            name: Some(format!("svc-{i}")),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some(format!(
-                "172.{}.{}.{}",
-                16 + (i >> 16),
-                (i >> 8) & 255,
-                i & 255
-            )),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-/// The slice of Service `i`; `generation` varies one endpoint's readiness.
-fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            namespace: Some(format!("ns-{}", i % 100)),
-            name: Some(format!("svc-{i}-abcde")),
-            labels: Some(BTreeMap::from([(
-                LABEL_SERVICE_NAME.to_owned(),
-                format!("svc-{i}"),
-            )])),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints: (0..endpoints)
-            .map(|e| {
-                let n = i * endpoints + e;
-                Endpoint {
-                    addresses: vec![format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(!(e == 0 && generation % 2 == 1)),
-                        serving: Some(true),
-                        terminating: Some(false),
-                    }),
-                    node_name: Some(format!("node-{}", n % NODES)),
-                    ..Default::default()
-                }
-            })
-            .collect(),
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(8080),
-            ..Default::default()
-        }]),
-    }
 }
 
 fn millis(duration: Duration) -> f64 {

@@ -11,11 +11,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_testkit::apiserver::ApiServer;
 use kproxy_testkit::process::{ProxyProcess, http_get};
+use kproxy_testkit::synthetic::{self, service};
 use kproxy_testkit::{Error, NetNs, Result};
 
 /// Measures kube-proxy end to end against the API-server stand-in.
@@ -36,70 +37,15 @@ struct Args {
     changes: usize,
 }
 
-fn service(i: usize) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            namespace: Some(format!("ns-{}", i % 100)),
-            name: Some(format!("svc-{i}")),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some(format!(
-                "172.{}.{}.{}",
-                16 + (i >> 16),
-                (i >> 8) & 255,
-                i & 255
-            )),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
+/// The synthetic slice of Service `i`, stamped with the change's trigger time as the
+/// EndpointSlice controller does.
 fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
-    let mut annotations = BTreeMap::new();
-    annotations.insert(
+    let mut slice = synthetic::slice(i, endpoints, generation);
+    slice.metadata.annotations = Some(BTreeMap::from([(
         "endpoints.kubernetes.io/last-change-trigger-time".to_owned(),
         rfc3339_now(),
-    );
-    EndpointSlice {
-        metadata: ObjectMeta {
-            namespace: Some(format!("ns-{}", i % 100)),
-            name: Some(format!("svc-{i}-abcde")),
-            labels: Some(BTreeMap::from([(
-                "kubernetes.io/service-name".to_owned(),
-                format!("svc-{i}"),
-            )])),
-            annotations: Some(annotations),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints: (0..endpoints)
-            .map(|e| {
-                let n = i * endpoints + e;
-                Endpoint {
-                    addresses: vec![format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(!(e == 0 && generation % 2 == 1)),
-                        serving: Some(true),
-                        terminating: Some(false),
-                    }),
-                    node_name: Some(format!("node-{}", n % 50)),
-                    ..Default::default()
-                }
-            })
-            .collect(),
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(8080),
-            ..Default::default()
-        }]),
-    }
+    )]));
+    slice
 }
 
 /// Now, as RFC 3339 with nanoseconds (the annotation's format).

@@ -1,0 +1,76 @@
+//! A synthetic cluster for benchmarks: Service `i` (namespace `ns-{i % 100}`, one TCP port 80,
+//! cluster IP 172.16.0.0/12) and its one EndpointSlice with `E` endpoints (10.0.0.0/8, port
+//! 8080) spread over 50 nodes `node-0` … `node-49`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kproxy_core::convert::LABEL_SERVICE_NAME;
+
+/// How many nodes the endpoints are spread over.
+pub const NODES: usize = 50;
+
+/// Service `i`.
+pub fn service(i: usize) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            namespace: Some(format!("ns-{}", i % 100)),
+            name: Some(format!("svc-{i}")),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(format!(
+                "172.{}.{}.{}",
+                16 + (i >> 16),
+                (i >> 8) & 255,
+                i & 255
+            )),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The EndpointSlice of Service `i` with `endpoints` endpoints; an odd `generation` makes the
+/// first endpoint unready, so consecutive generations differ by one endpoint.
+pub fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            namespace: Some(format!("ns-{}", i % 100)),
+            name: Some(format!("svc-{i}-abcde")),
+            labels: Some(BTreeMap::from([(
+                LABEL_SERVICE_NAME.to_owned(),
+                format!("svc-{i}"),
+            )])),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: (0..endpoints)
+            .map(|e| {
+                let n = i * endpoints + e;
+                Endpoint {
+                    addresses: vec![format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(!(e == 0 && generation % 2 == 1)),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    }),
+                    node_name: Some(format!("node-{}", n % NODES)),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            ..Default::default()
+        }]),
+    }
+}

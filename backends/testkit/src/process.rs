@@ -146,3 +146,39 @@ pub async fn wait_for_ok(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Where a kube-proxy under test serves `/healthz` and `/livez` (its node's loopback).
+pub const HEALTHZ_ADDRESS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 10256);
+
+/// Where a kube-proxy under test serves `/metrics`.
+pub const METRICS_ADDRESS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 10249);
+
+/// The flags of a kube-proxy under test: this node's name and the cluster CIDR, the health and
+/// metrics servers on [`HEALTHZ_ADDRESS`] and [`METRICS_ADDRESS`], the machine's conntrack table
+/// size left alone, and no minimum sync period; then `source`, the flags naming where objects
+/// come from (`--manifests DIR` or `--kubeconfig FILE`).
+pub fn test_args(node_name: &str, cluster_cidr: &str, source: &[&str]) -> Vec<String> {
+    let healthz = HEALTHZ_ADDRESS.to_string();
+    let metrics = METRICS_ADDRESS.to_string();
+    let fixed = [
+        "--hostname-override",
+        node_name,
+        "--cluster-cidr",
+        cluster_cidr,
+        "--healthz-bind-address",
+        &healthz,
+        "--metrics-bind-address",
+        &metrics,
+        "--conntrack-max-per-core",
+        "0",
+        "--iptables-min-sync-period",
+        "0s",
+    ];
+    source
+        .iter()
+        .chain(fixed.iter())
+        .map(|arg| (*arg).to_owned())
+        .collect()
+}

@@ -22,7 +22,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_core::Protocol;
 use kproxy_testkit::apiserver::ApiServer;
 use kproxy_testkit::probe::{self, Probe};
-use kproxy_testkit::process::{ProxyProcess, http_get, wait_for_ok};
+use kproxy_testkit::process::{
+    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args, wait_for_ok,
+};
 use kproxy_testkit::{World, WorldSpec, netns};
 
 fn ip(text: &str) -> IpAddr {
@@ -145,28 +147,14 @@ async fn watches_the_api_server_and_survives_its_restarts() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
     server.kubeconfig(&kubeconfig).expect("kubeconfig");
-    let healthz = SocketAddr::from(([127, 0, 0, 1], 10256));
-    let metrics = SocketAddr::from(([127, 0, 0, 1], 10249));
+    let (healthz, metrics) = (HEALTHZ_ADDRESS, METRICS_ADDRESS);
     let log = dir.join("kube-proxy.log");
-    let args: Vec<String> = [
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--hostname-override",
+    let kubeconfig_arg = kubeconfig.display().to_string();
+    let args = test_args(
         "e2e-node",
-        "--cluster-cidr",
         "10.244.0.0/16",
-        "--healthz-bind-address",
-        &healthz.to_string(),
-        "--metrics-bind-address",
-        &metrics.to_string(),
-        "--conntrack-max-per-core",
-        "0",
-        "--iptables-min-sync-period",
-        "0s",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+        &["--kubeconfig", &kubeconfig_arg],
+    );
     let binary = Path::new(env!("CARGO_BIN_EXE_kube-proxy"));
     let proxy =
         ProxyProcess::start(binary, world.node(), &args, Some(&log)).expect("start kube-proxy");

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use kproxy_core::Protocol;
 use kproxy_testkit::probe::{self, Probe};
-use kproxy_testkit::process::{ProxyProcess, http_get, wait_for_ok};
+use kproxy_testkit::process::{
+    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args, wait_for_ok,
+};
 use kproxy_testkit::{World, WorldSpec, netns};
 
 const NODE: &str = "
@@ -107,29 +109,11 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
     spec.probe(&to_web).probe(&to_broken);
     let world = World::build(spec).await.expect("world");
 
-    let healthz = SocketAddr::from(([127, 0, 0, 1], 10256));
-    let metrics = SocketAddr::from(([127, 0, 0, 1], 10249));
+    let (healthz, metrics) = (HEALTHZ_ADDRESS, METRICS_ADDRESS);
     let binary = Path::new(env!("CARGO_BIN_EXE_kube-proxy"));
     let log = dir.join("kube-proxy.log");
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.display().to_string(),
-        "--hostname-override",
-        "e2e-node",
-        "--cluster-cidr",
-        "10.244.0.0/16",
-        "--healthz-bind-address",
-        &healthz.to_string(),
-        "--metrics-bind-address",
-        &metrics.to_string(),
-        "--conntrack-max-per-core",
-        "0",
-        "--iptables-min-sync-period",
-        "0s",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let manifests = dir.display().to_string();
+    let args = test_args("e2e-node", "10.244.0.0/16", &["--manifests", &manifests]);
     let proxy =
         ProxyProcess::start(binary, world.node(), &args, Some(&log)).expect("start kube-proxy");
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();

@@ -5,7 +5,7 @@
 //! SIGTERM and removes everything.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_core::Protocol;
 use kproxy_testkit::probe::{self, Outcome, Probe};
-use kproxy_testkit::process::{ProxyProcess, http_get, wait_for_ok};
+use kproxy_testkit::process::{
+    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args, wait_for_ok,
+};
 use kproxy_testkit::{Error, Result, World, WorldSpec};
 use serde_json::Value;
 
@@ -161,24 +163,16 @@ async fn run(args: &Args) -> Result<()> {
     );
     let world = World::build(spec).await?;
     let log = std::env::temp_dir().join(format!("kproxy-demo-{}.log", std::process::id()));
-    let healthz = SocketAddr::from(([127, 0, 0, 1], 10256));
+    let healthz = HEALTHZ_ADDRESS;
+    let manifests = args.manifests.display().to_string();
     let proxy = ProxyProcess::start(
         &args.kube_proxy,
         world.node(),
-        &[
-            "--manifests".into(),
-            args.manifests.display().to_string(),
-            "--hostname-override".into(),
-            cluster.node_name.clone(),
-            "--cluster-cidr".into(),
-            "10.244.0.0/16".into(),
-            "--healthz-bind-address".into(),
-            healthz.to_string(),
-            "--metrics-bind-address".into(),
-            "127.0.0.1:10249".into(),
-            "--conntrack-max-per-core".into(),
-            "0".into(),
-        ],
+        &test_args(
+            &cluster.node_name,
+            "10.244.0.0/16",
+            &["--manifests", &manifests],
+        ),
         Some(&log),
     )?;
     println!(
@@ -221,11 +215,7 @@ async fn run(args: &Args) -> Result<()> {
             println!("  {count:>4} × {label}");
         }
     }
-    if let Ok((_, metrics)) = http_get(
-        world.node(),
-        SocketAddr::from(([127, 0, 0, 1], 10249)),
-        "/metrics",
-    ) {
+    if let Ok((_, metrics)) = http_get(world.node(), METRICS_ADDRESS, "/metrics") {
         let syncs: Vec<&str> = metrics
             .lines()
             .filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count"))

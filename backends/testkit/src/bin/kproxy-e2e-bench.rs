@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_testkit::apiserver::ApiServer;
-use kproxy_testkit::process::{ProxyProcess, http_get};
+use kproxy_testkit::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_testkit::synthetic::{self, service};
 use kproxy_testkit::{Error, NetNs, Result};
 
@@ -99,26 +99,9 @@ async fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("temp dir", e))?;
     let kubeconfig = dir.join("kubeconfig");
     server.kubeconfig(&kubeconfig)?;
-    let metrics = SocketAddr::from(([127, 0, 0, 1], 10249));
-    let args_for_proxy: Vec<String> = [
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--hostname-override",
-        "node-0",
-        "--cluster-cidr",
-        "10.0.0.0/8",
-        "--healthz-bind-address",
-        "127.0.0.1:10256",
-        "--metrics-bind-address",
-        &metrics.to_string(),
-        "--conntrack-max-per-core",
-        "0",
-        "--iptables-min-sync-period",
-        "0s",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let metrics = METRICS_ADDRESS;
+    let kubeconfig_arg = kubeconfig.display().to_string();
+    let args_for_proxy = test_args("node-0", "10.0.0.0/8", &["--kubeconfig", &kubeconfig_arg]);
     let started = Instant::now();
     let proxy = ProxyProcess::start(
         &args.kube_proxy,

@@ -204,22 +204,14 @@ pub(crate) fn render_port(
         element(names::NO_ENDPOINT_SERVICES, cluster_key, Some(verdict));
     }
     let external_verdict = no_endpoints_verdict(has_external);
-    for ip in &external_ips {
-        let key = format!("{ip} . {proto} . {}", port.port);
-        if uses_external_chain {
-            element(
-                names::SERVICE_IPS,
-                key.clone(),
-                Some(format!("goto {external_chain}")),
-            );
-        }
-        if let Some(verdict) = &external_verdict {
-            element(names::NO_ENDPOINT_SERVICES, key, Some(verdict.clone()));
-        }
-    }
     let firewall = firewall_rule(ctx, port, &load_balancer_ips);
     let firewall_chain = names::firewall_chain(name);
-    for ip in &load_balancer_ips {
+    // External IPs and load-balancer IPs are handled alike; only the latter are firewalled.
+    let external_destinations = external_ips
+        .iter()
+        .map(|ip| (ip, false))
+        .chain(load_balancer_ips.iter().map(|ip| (ip, true)));
+    for (ip, load_balancer) in external_destinations {
         let key = format!("{ip} . {proto} . {}", port.port);
         if uses_external_chain {
             element(
@@ -228,7 +220,7 @@ pub(crate) fn render_port(
                 Some(format!("goto {external_chain}")),
             );
         }
-        if firewall.is_some() {
+        if load_balancer && firewall.is_some() {
             element(
                 names::FIREWALL_IPS,
                 key.clone(),

@@ -14,6 +14,7 @@ use crate::netns::NetNs;
 #[derive(Debug)]
 pub struct ProxyProcess {
     child: Option<Child>,
+    log: Option<std::path::PathBuf>,
 }
 
 impl ProxyProcess {
@@ -40,7 +41,31 @@ impl ProxyProcess {
         let child = command
             .spawn()
             .map_err(|e| Error::io(format!("starting {}", binary.display()), e))?;
-        Ok(Self { child: Some(child) })
+        Ok(Self {
+            child: Some(child),
+            log: log.map(Path::to_owned),
+        })
+    }
+
+    /// Waits until `/healthz` on [`HEALTHZ_ADDRESS`] in `node` answers 200.
+    ///
+    /// # Errors
+    ///
+    /// When it never did within `timeout`; the error carries the process's log.
+    pub async fn wait_healthy(&self, node: &NetNs, timeout: Duration) -> Result<()> {
+        wait_for_ok(node, HEALTHZ_ADDRESS, "/healthz", timeout)
+            .await
+            .map(drop)
+            .map_err(|error| {
+                let log = self
+                    .log
+                    .as_ref()
+                    .and_then(|path| std::fs::read_to_string(path).ok());
+                Error::World(format!(
+                    "{error}\nkube-proxy log:\n{}",
+                    log.unwrap_or_default()
+                ))
+            })
     }
 
     /// The process id.

@@ -22,9 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_core::Protocol;
 use kproxy_testkit::apiserver::ApiServer;
 use kproxy_testkit::probe::{self, Probe};
-use kproxy_testkit::process::{
-    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args, wait_for_ok,
-};
+use kproxy_testkit::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_testkit::{World, WorldSpec, netns};
 
 fn ip(text: &str) -> IpAddr {
@@ -147,7 +145,7 @@ async fn watches_the_api_server_and_survives_its_restarts() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
     server.kubeconfig(&kubeconfig).expect("kubeconfig");
-    let (healthz, metrics) = (HEALTHZ_ADDRESS, METRICS_ADDRESS);
+    let metrics = METRICS_ADDRESS;
     let log = dir.join("kube-proxy.log");
     let kubeconfig_arg = kubeconfig.display().to_string();
     let args = test_args(
@@ -159,10 +157,11 @@ async fn watches_the_api_server_and_survives_its_restarts() {
     let proxy =
         ProxyProcess::start(binary, world.node(), &args, Some(&log)).expect("start kube-proxy");
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
-    if let Err(error) =
-        wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(30)).await
+    if let Err(error) = proxy
+        .wait_healthy(world.node(), Duration::from_secs(30))
+        .await
     {
-        panic!("{error}\n{}", log_tail());
+        panic!("{error}");
     }
     expect(
         &world,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use kproxy_core::Protocol;
 use kproxy_testkit::probe::{self, Probe};
 use kproxy_testkit::process::{
-    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args, wait_for_ok,
+    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args,
 };
 use kproxy_testkit::{World, WorldSpec, netns};
 
@@ -117,10 +117,11 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
     let proxy =
         ProxyProcess::start(binary, world.node(), &args, Some(&log)).expect("start kube-proxy");
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
-    if let Err(error) =
-        wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(30)).await
+    if let Err(error) = proxy
+        .wait_healthy(world.node(), Duration::from_secs(30))
+        .await
     {
-        panic!("{error}\n{}", log_tail());
+        panic!("{error}");
     }
 
     expect(

@@ -15,9 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_core::Protocol;
 use kproxy_testkit::probe::{self, Outcome, Probe};
-use kproxy_testkit::process::{
-    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args, wait_for_ok,
-};
+use kproxy_testkit::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_testkit::{Error, Result, World, WorldSpec};
 use serde_json::Value;
 
@@ -163,7 +161,6 @@ async fn run(args: &Args) -> Result<()> {
     );
     let world = World::build(spec).await?;
     let log = std::env::temp_dir().join(format!("kproxy-demo-{}.log", std::process::id()));
-    let healthz = HEALTHZ_ADDRESS;
     let manifests = args.manifests.display().to_string();
     let proxy = ProxyProcess::start(
         &args.kube_proxy,
@@ -180,12 +177,9 @@ async fn run(args: &Args) -> Result<()> {
         world.node_netns(),
         log.display()
     );
-    wait_for_ok(world.node(), healthz, "/healthz", Duration::from_secs(20))
-        .await
-        .map_err(|e| {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            Error::World(format!("{e}\nkube-proxy log:\n{tail}"))
-        })?;
+    proxy
+        .wait_healthy(world.node(), Duration::from_secs(20))
+        .await?;
     println!("healthz: 200\n");
     for (what, probe) in &destinations {
         let mut hits: BTreeMap<String, usize> = BTreeMap::new();

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::model::{NodeInfo, ServicePortName};
-use crate::state::ServicePortState;
+use crate::model::{NodeInfo, ServicePortName, ServicePortState};
 
 /// The change of one service port: its state at the previous drain and now. The two are never
 /// equal, and never both `None`.

@@ -35,7 +35,20 @@ pub enum NodePortAddresses {
     Cidrs(Vec<IpNet>),
 }
 
-/// The settings a kernel dataplane needs beyond the desired state.
+/// How a service's traffic is spread over its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balancing {
+    /// Each new connection picks an endpoint at random (upstream's iptables and nftables
+    /// modes).
+    #[default]
+    Random,
+    /// New connections cycle through the endpoints in order (upstream offers this only in IPVS
+    /// mode, as its `rr` scheduler). A kube-proxy-rs option: `--balancing=round-robin`.
+    RoundRobin,
+}
+
+/// The settings every kernel dataplane reads beyond the desired state. Settings of one mode
+/// only belong to that mode's own configuration type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// The families to program.
@@ -51,8 +64,8 @@ pub struct ProxyConfig {
     /// Service CIDRs: traffic to an unallocated address inside them is dropped, and to an
     /// allocated one on a wrong port rejected.
     pub service_cidrs: Vec<IpNet>,
-    /// Node ports also answer on 127.0.0.1 (`iptables.localhostNodePorts`, iptables only).
-    pub localhost_node_ports: bool,
+    /// How connections are spread over endpoints.
+    pub balancing: Balancing,
 }
 
 impl Default for ProxyConfig {
@@ -64,7 +77,7 @@ impl Default for ProxyConfig {
             masquerade_bit: 14,
             node_port_addresses: NodePortAddresses::All,
             service_cidrs: Vec::new(),
-            localhost_node_ports: true,
+            balancing: Balancing::Random,
         }
     }
 }

@@ -27,6 +27,7 @@ mod dataplane;
 mod error;
 mod handle;
 pub mod model;
+pub mod plan;
 mod readiness;
 mod reconciler;
 mod recording;
@@ -37,20 +38,20 @@ mod test_objects;
 mod tracker;
 
 pub use changes::{Change, ChangeSet};
-pub use config::{LocalTrafficDetector, NodePortAddresses, ProxyConfig};
+pub use config::{Balancing, LocalTrafficDetector, NodePortAddresses, ProxyConfig};
 pub use convert::ConversionOptions;
 pub use dataplane::{BoxError, Dataplane, DataplaneError};
 pub use error::{ModelError, ObjectKind, ObjectRef};
 pub use handle::TrackerHandle;
 pub use model::{
     Endpoint, IpFamily, NamespacedName, NodeInfo, Protocol, ServicePort, ServicePortName,
-    SessionAffinity,
+    ServicePortState, SessionAffinity,
 };
 pub use readiness::{Readiness, SourceReady};
 pub use reconciler::{Reconciler, ReconcilerConfig, SyncKind, SyncStatus};
 pub use recording::{RecordedCall, RecordingDataplane};
 pub use selection::{SelectedEndpoints, select_endpoints};
-pub use state::{ProxyState, ServicePortState};
+pub use state::ProxyState;
 pub use tracker::ServiceChangeTracker;
 
 /// `async_trait`, re-exported so implementers of [`Dataplane`] need no dependency of their own.

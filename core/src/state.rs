@@ -6,18 +6,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::changes::ChangeSet;
-use crate::model::{Endpoint, NodeInfo, ServicePort, ServicePortName};
-
-/// The effective state of one service port: the port and all its endpoints, sorted by address
-/// and port, each address counted once. Both families are present; endpoint selection and
-/// family filtering happen in the dataplane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServicePortState {
-    /// The service port.
-    pub port: ServicePort,
-    /// Every endpoint the EndpointSlices list for it, whatever its conditions.
-    pub endpoints: Vec<Endpoint>,
-}
+use crate::model::{NodeInfo, ServicePortName, ServicePortState};
 
 /// The desired state of the whole proxy, as of the last [`drain`](crate::ServiceChangeTracker::drain).
 ///

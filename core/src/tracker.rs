@@ -18,7 +18,8 @@ use crate::changes::{Change, ChangeSet};
 use crate::convert::{self, ConversionOptions, EndpointSliceInfo, ServiceInfo};
 use crate::error::ModelError;
 use crate::model::{Endpoint, NamespacedName, NodeInfo, ServicePort, ServicePortName};
-use crate::state::{ProxyState, ServicePortState};
+use crate::model::ServicePortState;
+use crate::state::ProxyState;
 
 /// Collects Service and EndpointSlice events and hands out what changed.
 ///

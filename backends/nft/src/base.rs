@@ -1,6 +1,7 @@
 //! The fixed part of each family's table: hooks, dispatch chains, shared maps and sets.
 
-use kproxy_core::{IpFamily, NodePortAddresses};
+use kproxy_core::IpFamily;
+use kproxy_core::plan::{ClusterIpMasquerade, LocalTraffic, NodePortDestinations};
 
 use crate::names::*;
 use crate::render::{FamilyContext, POD_CIDRS};
@@ -37,7 +38,8 @@ const JUMPS: &[(&str, &str, &str)] = &[
 /// Appends the whole fixed part of the table to `tx` (which must start from an empty table).
 pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
     let ipx = ctx.ipx;
-    let addr = match ctx.family {
+    let plan = &ctx.plan;
+    let addr = match plan.family {
         IpFamily::V4 => "ipv4_addr",
         IpFamily::V6 => "ipv6_addr",
     };
@@ -80,8 +82,7 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
             spec,
         });
     }
-    let local_cidrs = ctx.local_cidrs();
-    if !local_cidrs.is_empty() {
+    if let LocalTraffic::SourceCidrs(local_cidrs) = &plan.local_traffic {
         tx.push(Op::AddSet {
             kind: "set",
             name: POD_CIDRS.to_owned(),
@@ -104,7 +105,7 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
         };
         tx.rule(from, rule);
     }
-    let mark = format!("{:#x}", 1u32 << ctx.config.masquerade_bit.min(31));
+    let mark = format!("{:#x}", plan.masquerade_mark);
     tx.rule(
         MARK_FOR_MASQUERADE,
         format!("meta mark set meta mark | {mark}"),
@@ -123,16 +124,16 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
     // rule once per service port, matching its cluster IP and port; one rule for every cluster
     // IP has the same effect (a packet to an unused port is rejected anyway) and halves the
     // rules per service, which nft re-reads on every sync.
-    if ctx.config.masquerade_all {
-        tx.rule(
+    match (plan.cluster_ip_masquerade, &ctx.if_not_local) {
+        (ClusterIpMasquerade::All, _) => tx.rule(
             SERVICES,
             format!("{ipx} daddr @{CLUSTER_IPS} jump {MARK_FOR_MASQUERADE}"),
-        );
-    } else if let Some(not_local) = &ctx.if_not_local {
-        tx.rule(
+        ),
+        (ClusterIpMasquerade::NotFromLocalPods, Some(not_local)) => tx.rule(
             SERVICES,
             format!("{ipx} daddr @{CLUSTER_IPS} {not_local} jump {MARK_FOR_MASQUERADE}"),
-        );
+        ),
+        (ClusterIpMasquerade::NotFromLocalPods, None) | (ClusterIpMasquerade::Never, _) => {}
     }
     tx.rule(
         SERVICES,
@@ -161,16 +162,7 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
         format!("{ipx} daddr @{CLUSTER_IPS} reject"),
     );
     // Configured CIDRs and those of the cluster's ServiceCIDR objects.
-    let mut service_cidrs: Vec<String> = ctx
-        .config
-        .service_cidrs
-        .iter()
-        .chain(ctx.cluster_service_cidrs.iter())
-        .filter(|cidr| IpFamily::of_net(cidr) == ctx.family)
-        .map(ToString::to_string)
-        .collect();
-    service_cidrs.sort();
-    service_cidrs.dedup();
+    let service_cidrs: Vec<String> = plan.service_cidrs.iter().map(ToString::to_string).collect();
     if !service_cidrs.is_empty() {
         tx.rule(
             CLUSTER_IPS_CHECK,
@@ -182,25 +174,24 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
 /// The match for destinations that node ports answer on, or `None` when none of this family.
 fn node_port_match(ctx: &FamilyContext<'_>) -> Option<String> {
     let ipx = ctx.ipx;
-    let not_localhost = match ctx.family {
+    let not_localhost = match ctx.family() {
         IpFamily::V4 => "ip daddr != 127.0.0.0/8",
         IpFamily::V6 => "ip6 daddr != ::1",
     };
-    match &ctx.config.node_port_addresses {
-        NodePortAddresses::All => Some(format!("fib daddr type local {not_localhost}")),
-        NodePortAddresses::Primary => ctx.primary_ip().map(|ip| format!("{ipx} daddr {ip}")),
-        NodePortAddresses::Cidrs(cidrs) => {
-            let cidrs: Vec<String> = cidrs
-                .iter()
-                .filter(|cidr| IpFamily::of_net(cidr) == ctx.family)
-                .map(ToString::to_string)
-                .collect();
-            (!cidrs.is_empty()).then(|| {
-                format!(
-                    "fib daddr type local {not_localhost} {ipx} daddr {{ {} }}",
-                    cidrs.join(", ")
-                )
-            })
-        }
+    let list = |items: Vec<String>| items.join(", ");
+    match &ctx.plan.node_ports {
+        NodePortDestinations::AllLocal => Some(format!("fib daddr type local {not_localhost}")),
+        NodePortDestinations::Addresses(ips) => Some(match ips.as_slice() {
+            [ip] => format!("{ipx} daddr {ip}"),
+            ips => format!(
+                "{ipx} daddr {{ {} }}",
+                list(ips.iter().map(ToString::to_string).collect())
+            ),
+        }),
+        NodePortDestinations::LocalInCidrs(cidrs) => Some(format!(
+            "fib daddr type local {not_localhost} {ipx} daddr {{ {} }}",
+            list(cidrs.iter().map(ToString::to_string).collect())
+        )),
+        NodePortDestinations::None => None,
     }
 }

@@ -271,10 +271,12 @@ fn verdict(text: &str) -> Option<Value> {
     }
 }
 
-/// The DNAT rule of a policy chain: `meta l4proto P dnat F to numgen random mod N offset B
+/// The DNAT rule of a policy chain: `meta l4proto P dnat F to numgen random|inc mod N offset B
 /// map @M`.
 struct DnatRule {
     protocol: u8,
+    /// `NFT_NG_RANDOM` or `NFT_NG_INCREMENTAL`.
+    generator: u32,
     modulus: u32,
     offset: u32,
     map: String,
@@ -290,7 +292,7 @@ fn dnat_rule(rule: &str, family: IpFamily) -> Option<DnatRule> {
         fam,
         "to",
         "numgen",
-        "random",
+        generator,
         "mod",
         modulus,
         "offset",
@@ -306,14 +308,23 @@ fn dnat_rule(rule: &str, family: IpFamily) -> Option<DnatRule> {
     }
     let mut proto_byte = Vec::new();
     protocol(&mut proto_byte, proto)?;
+    let generator = match *generator {
+        "random" => NFT_NG_RANDOM,
+        "inc" => NFT_NG_INCREMENTAL,
+        _ => return None,
+    };
     Some(DnatRule {
         protocol: proto_byte[0],
+        generator,
         modulus: modulus.parse().ok()?,
         offset: offset.parse().ok()?,
         map: map.strip_prefix('@')?.to_owned(),
     })
 }
 
+// nf_tables numgen types.
+const NFT_NG_INCREMENTAL: u32 = 0;
+const NFT_NG_RANDOM: u32 = 1;
 // nf_tables attribute numbers.
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
@@ -358,11 +369,11 @@ fn write_dnat_rule(w: &mut Writer, chain: &str, rule: &DnatRule, family: IpFamil
             w.u32_be(2, 0); // NFTA_CMP_OP = NFT_CMP_EQ
             w.nest(3, |w| w.attr(NFTA_DATA_VALUE, &[rule.protocol])); // NFTA_CMP_DATA
         });
-        // numgen reg 1 = random mod N offset B
+        // numgen reg 1 = random|inc mod N offset B
         expression(w, "numgen", |w| {
             w.u32_be(1, NFT_REG_1); // NFTA_NG_DREG
             w.u32_be(2, rule.modulus); // NFTA_NG_MODULUS
-            w.u32_be(3, 1); // NFTA_NG_TYPE = NFT_NG_RANDOM
+            w.u32_be(3, rule.generator); // NFTA_NG_TYPE
             w.u32_be(4, rule.offset); // NFTA_NG_OFFSET
         });
         // lookup reg 1 set M dreg 1

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests and demos need on a fresh Debian machine: nftables, iptables,
-# conntrack and iproute2. Does nothing when they are already there.
+# Installs what the tests and demos need on a fresh Debian machine: nftables, iptables (both
+# variants), ipset, ipvsadm, conntrack and iproute2 (the clean-up tests make leftovers of
+# every mode). Does nothing when they are already there.
 set -euo pipefail
 
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v iptables-restore >/dev/null 2>&1 || missing+=(iptables)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+command -v ipset >/dev/null 2>&1 || missing+=(ipset)
+command -v ipvsadm >/dev/null 2>&1 || missing+=(ipvsadm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -19,7 +19,8 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_core::convert::LABEL_SERVICE_NAME;
 use kproxy_core::{
-    ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, Protocol, ProxyConfig,
+    Balancing, ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, Protocol,
+    ProxyConfig,
     ServiceChangeTracker,
 };
 use kproxy_nft::{NftCommand, NftDataplane};
@@ -536,4 +537,67 @@ async fn a_refused_transaction_leaves_the_ruleset_and_the_next_sync_is_full() {
         repaired.contains("10.180.0.3 . 80"),
         "a's new endpoint is programmed"
     );
+}
+
+/// With `Balancing::RoundRobin` (`numgen inc`), successive connections of one client cycle
+/// through the endpoints in order, over the netlink fast path (an endpoint added by a partial
+/// sync joins the cycle) as well as after a full sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_cycles_through_the_endpoints() {
+    require_kernel();
+    let world = churn_world().await;
+    let service = Probe::tcp(ip("10.0.0.2"), ip("172.30.0.1"), 80);
+    let mut tracker = ServiceChangeTracker::new(node(), ConversionOptions::default());
+    tracker.upsert_service(&simple_service("churned", "172.30.0.1"));
+    tracker.upsert_endpoint_slice(&simple_slice(
+        "churned",
+        &["10.180.0.1", "10.180.0.2", "10.180.0.3"],
+    ));
+    tracker.drain();
+    let mut dataplane = NftDataplane::new(
+        ProxyConfig {
+            ip_families: vec![IpFamily::V4],
+            balancing: Balancing::RoundRobin,
+            ..config()
+        },
+        Box::new(NftCommand::in_netns(world.node_netns())),
+    );
+    dataplane
+        .full_sync(&tracker.state())
+        .await
+        .expect("full sync");
+
+    async fn answers(world: &World, probe: &Probe, count: usize) -> Vec<IpAddr> {
+        let mut seen = Vec::with_capacity(count);
+        for _ in 0..count {
+            match probe::send(world, probe, Duration::from_secs(2)).await {
+                Outcome::Reply(reply) if reply.kind == "endpoint" => seen.push(reply.local.ip()),
+                other => panic!("{probe}: {other:?}"),
+            }
+        }
+        seen
+    }
+    let assert_cycles = |seen: &[IpAddr], period: usize| {
+        for (i, window) in seen.windows(period).enumerate() {
+            let mut distinct = window.to_vec();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), period, "window {i} of {seen:?} repeats an endpoint");
+        }
+        for (i, pair) in seen.windows(period + 1).enumerate() {
+            assert_eq!(pair[0], pair[period], "the cycle breaks at {i}: {seen:?}");
+        }
+    };
+    assert_cycles(&answers(&world, &service, 9).await, 3);
+
+    tracker.upsert_endpoint_slice(&simple_slice(
+        "churned",
+        &["10.180.0.1", "10.180.0.2", "10.180.0.3", "10.180.0.4"],
+    ));
+    let changes = tracker.drain();
+    dataplane
+        .sync(&tracker.state(), &changes)
+        .await
+        .expect("partial sync");
+    assert_cycles(&answers(&world, &service, 12).await, 4);
 }

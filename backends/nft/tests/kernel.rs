@@ -24,6 +24,7 @@ use kproxy_core::{
     ServiceChangeTracker,
 };
 use kproxy_nft::{NftCommand, NftDataplane};
+use kproxy_objects as objects;
 use kproxy_rig::probe::{self, Outcome, Probe};
 use kproxy_rig::{NetNs, World, WorldSpec, netns};
 use proptest::prelude::*;
@@ -303,51 +304,17 @@ fn ip(text: &str) -> IpAddr {
 }
 
 fn simple_service(name: &str, cluster_ip: &str) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            namespace: Some("ns".into()),
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some(cluster_ip.into()),
-            ports: Some(vec![ServicePort {
-                name: Some("p".into()),
-                port: 80,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    objects::service("ns", name)
+        .cluster_ip(cluster_ip)
+        .port("p", 80, "TCP")
+        .build()
 }
 
 fn simple_slice(service: &str, addresses: &[&str]) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            namespace: Some("ns".into()),
-            name: Some(format!("{service}-a")),
-            labels: Some(BTreeMap::from([(
-                LABEL_SERVICE_NAME.to_owned(),
-                service.to_owned(),
-            )])),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints: addresses
-            .iter()
-            .map(|a| Endpoint {
-                addresses: vec![(*a).into()],
-                node_name: Some("node-b".into()),
-                ..Default::default()
-            })
-            .collect(),
-        ports: Some(vec![EndpointPort {
-            name: Some("p".into()),
-            port: Some(80),
-            ..Default::default()
-        }]),
-    }
+    objects::slice("ns", service, &format!("{service}-a"))
+        .port("p", 80, "TCP")
+        .ready_on("node-b", addresses)
+        .build()
 }
 
 /// A world with a client pod, four endpoints of `churned` and one of `steady`.

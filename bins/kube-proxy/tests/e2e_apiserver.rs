@@ -14,89 +14,42 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeSpec, NodeStatus, Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kproxy_apiserver::ApiServer;
 use kproxy_core::Protocol;
-use kproxy_testkit::apiserver::ApiServer;
-use kproxy_testkit::probe::{self, Probe};
-use kproxy_testkit::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
-use kproxy_testkit::{World, WorldSpec, netns};
+use kproxy_objects as objects;
+use kproxy_rig::probe::{self, Probe};
+use kproxy_rig::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
+use kproxy_rig::{World, WorldSpec, netns};
 
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("valid address")
 }
 
 fn node() -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some("e2e-node".into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some("10.244.1.0/24".into()),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: "192.168.70.2".into(),
-            }]),
-            ..Default::default()
-        }),
-    }
+    objects::node("e2e-node")
+        .pod_cidr("10.244.1.0/24")
+        .internal_ip("192.168.70.2")
+        .build()
 }
 
 fn service(name: &str, cluster_ip: &str, external_ips: &[&str]) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            namespace: Some("e2e".into()),
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some(cluster_ip.into()),
-            cluster_ips: Some(vec![cluster_ip.into()]),
-            external_ips: Some(external_ips.iter().map(|s| (*s).to_owned()).collect()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    external_ips
+        .iter()
+        .fold(
+            objects::service("e2e", name).cluster_ip(cluster_ip),
+            |service, ip| service.external_ip(ip),
+        )
+        .port("http", 80, "TCP")
+        .build()
 }
 
 fn slice(service: &str, addresses: &[&str]) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            namespace: Some("e2e".into()),
-            name: Some(format!("{service}-x")),
-            labels: Some(BTreeMap::from([(
-                "kubernetes.io/service-name".to_owned(),
-                service.to_owned(),
-            )])),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints: addresses
-            .iter()
-            .map(|a| Endpoint {
-                addresses: vec![(*a).into()],
-                node_name: Some("e2e-node".into()),
-                ..Default::default()
-            })
-            .collect(),
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(8080),
-            ..Default::default()
-        }]),
-    }
+    objects::slice("e2e", service, &format!("{service}-x"))
+        .port("http", 8080, "TCP")
+        .ready_on("e2e-node", addresses)
+        .build()
 }
 
 async fn expect(world: &World, probe: &Probe, expectation: &str, timeout: Duration) {

@@ -11,14 +11,9 @@
     reason = "test helpers"
 )]
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{
-    LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
-};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kproxy_core::convert::LABEL_SERVICE_NAME;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kproxy_objects as objects;
 use kproxy_core::{
     ConversionOptions, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServiceChangeTracker,
 };
@@ -74,49 +69,47 @@ pub fn service(
     kind: Kind,
     affinity: bool,
 ) -> Service {
-    let (type_, node_port, local) = match kind {
-        Kind::ClusterIp => ("ClusterIP", None, false),
-        Kind::NodePort { node_port, local } => ("NodePort", Some(node_port), local),
+    let mut service = cluster_ips
+        .iter()
+        .fold(objects::service("ns", name), |service, ip| {
+            service.cluster_ip(ip)
+        });
+    service = match kind {
+        Kind::ClusterIp => service.type_("ClusterIP").port("p", port, protocol),
+        Kind::NodePort { node_port, .. } => service
+            .type_("NodePort")
+            .port("p", port, protocol)
+            .node_port(node_port),
         Kind::LoadBalancer {
-            node_port, local, ..
-        } => ("LoadBalancer", Some(node_port), local),
+            node_port, ranges, ..
+        } => {
+            let service = service
+                .type_("LoadBalancer")
+                .port("p", port, protocol)
+                .node_port(node_port)
+                .external_ip("192.0.2.10")
+                .load_balancer_ip("198.51.100.7");
+            if ranges {
+                service.source_range("203.0.113.0/24")
+            } else {
+                service
+            }
+        }
     };
-    let load_balancer = matches!(kind, Kind::LoadBalancer { .. });
-    Service {
-        metadata: ObjectMeta {
-            namespace: Some("ns".into()),
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some(type_.into()),
-            cluster_ip: cluster_ips.first().map(|ip| (*ip).to_owned()),
-            cluster_ips: Some(cluster_ips.iter().map(|ip| (*ip).to_owned()).collect()),
-            ports: Some(vec![ServicePort {
-                name: Some("p".into()),
-                port,
-                protocol: Some(protocol.into()),
-                node_port,
-                ..Default::default()
-            }]),
-            external_ips: load_balancer.then(|| vec!["192.0.2.10".to_owned()]),
-            external_traffic_policy: local.then(|| "Local".to_owned()),
-            session_affinity: affinity.then(|| "ClientIP".to_owned()),
-            load_balancer_source_ranges: matches!(kind, Kind::LoadBalancer { ranges: true, .. })
-                .then(|| vec!["203.0.113.0/24".to_owned()]),
-            health_check_node_port: (load_balancer && local).then_some(30999),
-            ..Default::default()
-        }),
-        status: load_balancer.then(|| ServiceStatus {
-            load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(vec![LoadBalancerIngress {
-                    ip: Some("198.51.100.7".into()),
-                    ..Default::default()
-                }]),
-            }),
-            ..Default::default()
-        }),
+    let local = match kind {
+        Kind::ClusterIp => false,
+        Kind::NodePort { local, .. } | Kind::LoadBalancer { local, .. } => local,
+    };
+    if local {
+        service = service.external_policy_local();
+        if matches!(kind, Kind::LoadBalancer { .. }) {
+            service = service.health_check_node_port(30999);
+        }
     }
+    if affinity {
+        service = service.client_ip_affinity(None);
+    }
+    service.build()
 }
 
 /// An endpoint: address, ready, serving, terminating, node.
@@ -129,38 +122,19 @@ pub fn slice(
     protocol: &str,
     endpoints: &[Ep],
 ) -> EndpointSlice {
-    let v6 = endpoints.iter().any(|e| e.0.contains(':'));
-    EndpointSlice {
-        metadata: ObjectMeta {
-            namespace: Some("ns".into()),
-            name: Some(format!("{service}-{suffix}")),
-            labels: Some(BTreeMap::from([(
-                LABEL_SERVICE_NAME.to_owned(),
-                service.to_owned(),
-            )])),
-            ..Default::default()
-        },
-        address_type: if v6 { "IPv6" } else { "IPv4" }.into(),
-        endpoints: endpoints
-            .iter()
-            .map(|(address, ready, serving, terminating, node)| Endpoint {
-                addresses: vec![(*address).into()],
-                conditions: Some(EndpointConditions {
-                    ready: Some(*ready),
-                    serving: Some(*serving),
-                    terminating: Some(*terminating),
-                }),
-                node_name: Some((*node).into()),
-                ..Default::default()
-            })
-            .collect(),
-        ports: Some(vec![EndpointPort {
-            name: Some("p".into()),
-            port: Some(port),
-            protocol: Some(protocol.into()),
-            ..Default::default()
-        }]),
-    }
+    endpoints
+        .iter()
+        .fold(
+            objects::slice("ns", service, &format!("{service}-{suffix}")).port("p", port, protocol),
+            |slice, (address, ready, serving, terminating, node)| {
+                slice.endpoint(
+                    objects::endpoint(address)
+                        .conditions_are(*ready, *serving, *terminating)
+                        .node(node),
+                )
+            },
+        )
+        .build()
 }
 
 pub fn ready(address: &'static str, node: &'static str) -> Ep {

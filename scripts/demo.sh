@@ -10,5 +10,5 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 bash scripts/install-deps.sh
-cargo build --quiet --release -p kube-proxy -p kproxy-testkit --bin kube-proxy --bin kproxy-demo
+cargo build --quiet --release -p kube-proxy -p kproxy-tools --bin kube-proxy --bin kproxy-demo
 ./target/release/kproxy-demo --kube-proxy ./target/release/kube-proxy examples/demo

@@ -1,4 +1,4 @@
-//! Kernel tests: real UDP flows in namespaces made by kproxy-testkit, listed and deleted over
+//! Kernel tests: real UDP flows in namespaces made by kproxy-rig, listed and deleted over
 //! netlink with the filters `stale_filters` computes.
 //!
 //! Everything happens in the node namespace of a test world (conntrack tables are per network

@@ -270,18 +270,18 @@ impl ApiServer {
             "apiVersion: v1
 kind: Config
 clusters:
-- name: kproxy-testkit
+- name: kproxy-apiserver
   cluster:
     server: {}
 contexts:
-- name: kproxy-testkit
+- name: kproxy-apiserver
   context:
-    cluster: kproxy-testkit
-    user: kproxy-testkit
+    cluster: kproxy-apiserver
+    user: kproxy-apiserver
     namespace: default
-current-context: kproxy-testkit
+current-context: kproxy-apiserver
 users:
-- name: kproxy-testkit
+- name: kproxy-apiserver
   user: {{}}
 preferences: {{}}
 ",

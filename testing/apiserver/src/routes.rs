@@ -97,7 +97,7 @@ async fn dispatch(
         ["version"] => json_body(&json!({
             "major": "1",
             "minor": "33",
-            "gitVersion": "v1.33.0-kproxy-testkit",
+            "gitVersion": "v1.33.0-kproxy-apiserver",
             "platform": "linux/amd64",
         })),
         ["healthz" | "livez" | "readyz"] => "ok".into_response(),

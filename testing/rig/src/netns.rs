@@ -444,7 +444,7 @@ impl Drop for NetNs {
             && let Err(error) = delete(&self.name)
         {
             eprintln!(
-                "kproxy-testkit: could not remove namespace {}: {error}",
+                "kproxy-rig: could not remove namespace {}: {error}",
                 self.name
             );
         }
@@ -496,7 +496,7 @@ pub fn remove_all_registered() -> Vec<String> {
     let names: Vec<String> = std::mem::take(&mut *registry).into_iter().collect();
     for name in &names {
         if let Err(error) = delete(name) {
-            eprintln!("kproxy-testkit: could not remove namespace {name}: {error}");
+            eprintln!("kproxy-rig: could not remove namespace {name}: {error}");
         }
     }
     names
@@ -586,7 +586,7 @@ fn wait_for_signal_then_clean_up(ready: &std::sync::mpsc::Sender<()>) {
         }
         let removed = remove_all_registered();
         eprintln!(
-            "kproxy-testkit: interrupted; removed {} namespace(s) {}",
+            "kproxy-rig: interrupted; removed {} namespace(s) {}",
             removed.len(),
             removed.join(" ")
         );

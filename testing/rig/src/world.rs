@@ -245,7 +245,7 @@ impl World {
         STALE.call_once(|| {
             // Namespaces of kit processes killed outright (SIGKILL) would pile up otherwise.
             if let Err(error) = netns::remove_stale() {
-                eprintln!("kproxy-testkit: could not look for stale namespaces: {error}");
+                eprintln!("kproxy-rig: could not look for stale namespaces: {error}");
             }
         });
         let primary = spec.primary()?;

@@ -10,9 +10,8 @@ use clap::Parser;
 use kproxy_core::{
     ConversionOptions, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServiceChangeTracker,
 };
-use kproxy_testkit::NetNs;
-use kproxy_testkit::backend;
-use kproxy_testkit::synthetic::{service, slice};
+use kproxy_rig::NetNs;
+use kproxy_objects::synthetic::{service, slice};
 
 /// Measures a backend's sync times at cluster scale, with a real kernel in a throwaway
 /// network namespace.
@@ -65,7 +64,9 @@ fn status_mb(field: &str) -> f64 {
 fn emit(args: &Args, measurement: &str, fields: &[(&str, String)]) {
     let mut line = format!(
         "{{\"backend\":\"{}\",\"services\":{},\"endpoints_per_service\":{},\"measurement\":\"{measurement}\"",
-        backend::canonical(&args.backend),
+        kproxy_tools::factory(&args.backend, None)
+            .map(|f| f.mode().to_owned())
+            .unwrap_or_else(|_| args.backend.clone()),
         args.services,
         args.endpoints
     );
@@ -76,8 +77,9 @@ fn emit(args: &Args, measurement: &str, fields: &[(&str, String)]) {
     println!("{line}");
 }
 
-async fn run(args: &Args) -> kproxy_testkit::Result<()> {
-    backend::check_tools(&args.backend)?;
+async fn run(args: &Args) -> kproxy_rig::Result<()> {
+    let factory = kproxy_tools::factory(&args.backend, None)?;
+    factory.preflight()?;
     let node_ns = NetNs::new("bench")?;
     let config = ProxyConfig {
         ip_families: vec![IpFamily::V4],
@@ -87,7 +89,7 @@ async fn run(args: &Args) -> kproxy_testkit::Result<()> {
         service_cidrs: vec!["172.16.0.0/12".parse().expect("literal CIDR")],
         ..ProxyConfig::default()
     };
-    let mut dataplane = backend::dataplane(&args.backend, &config, node_ns.name())?;
+    let mut dataplane = factory.build(&config, node_ns.name())?;
     let mut tracker =
         ServiceChangeTracker::new(NodeInfo::named("node-0"), ConversionOptions::default());
 
@@ -104,7 +106,7 @@ async fn run(args: &Args) -> kproxy_testkit::Result<()> {
     dataplane
         .full_sync(&tracker.state())
         .await
-        .map_err(|e| kproxy_testkit::Error::Backend(format!("full sync failed: {e:?}")))?;
+        .map_err(|e| kproxy_rig::Error::Backend(format!("full sync failed: {e:?}")))?;
     let full_sync_ms = millis(started.elapsed());
     emit(
         args,
@@ -127,7 +129,7 @@ async fn run(args: &Args) -> kproxy_testkit::Result<()> {
         dataplane
             .sync(&tracker.state(), &changes)
             .await
-            .map_err(|e| kproxy_testkit::Error::Backend(format!("sync failed: {e:?}")))?;
+            .map_err(|e| kproxy_rig::Error::Backend(format!("sync failed: {e:?}")))?;
         endpoint_samples.push(millis(started.elapsed()));
         // Put it back so every round changes exactly one endpoint of a settled cluster.
         tracker.upsert_endpoint_slice(&slice(target, args.endpoints, 0));
@@ -135,7 +137,7 @@ async fn run(args: &Args) -> kproxy_testkit::Result<()> {
         dataplane
             .sync(&tracker.state(), &changes)
             .await
-            .map_err(|e| kproxy_testkit::Error::Backend(format!("sync failed: {e:?}")))?;
+            .map_err(|e| kproxy_rig::Error::Backend(format!("sync failed: {e:?}")))?;
     }
     emit(
         args,
@@ -167,7 +169,7 @@ async fn run(args: &Args) -> kproxy_testkit::Result<()> {
         dataplane
             .sync(&tracker.state(), &changes)
             .await
-            .map_err(|e| kproxy_testkit::Error::Backend(format!("sync failed: {e:?}")))?;
+            .map_err(|e| kproxy_rig::Error::Backend(format!("sync failed: {e:?}")))?;
         service_samples.push(millis(started.elapsed()));
     }
     emit(

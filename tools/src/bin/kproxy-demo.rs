@@ -14,9 +14,9 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_core::Protocol;
-use kproxy_testkit::probe::{self, Outcome, Probe};
-use kproxy_testkit::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
-use kproxy_testkit::{Error, Result, World, WorldSpec};
+use kproxy_rig::probe::{self, Outcome, Probe};
+use kproxy_rig::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
+use kproxy_rig::{Error, Result, World, WorldSpec};
 use serde_json::Value;
 
 /// Runs kube-proxy on example manifests in a world of network namespaces.

@@ -1,8 +1,8 @@
-//! `kproxy-scenario`: runs scenario files (SCENARIOS.md) against a backend, with real packets
+//! `kproxy-scenario`: runs scenario files (the book's "Scenario files" chapter) against a backend, with real packets
 //! in network namespaces it creates and removes.
 //!
 //! ```text
-//! kproxy-scenario --backend nft backends/testkit/scenarios/
+//! kproxy-scenario --backend nft testing/conformance/scenarios/
 //! ```
 //!
 //! Prints one line per probe (`PASS`, `FAIL` or `SKIP`, with what was seen), then
@@ -16,17 +16,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kproxy_testkit::netns;
-use kproxy_testkit::scenario::{self, RunOptions};
+use kproxy_conformance::scenario::{self, RunOptions};
+use kproxy_core::Balancing;
+use kproxy_rig::netns;
 
 /// Runs scenario files against a backend in network namespaces.
 #[derive(Debug, Parser)]
 #[command(name = "kproxy-scenario", version)]
 struct Args {
-    /// The backend under test: `nft` (alias `nftables`) or `none` (programs nothing; checks
-    /// the kit itself).
+    /// The backend under test: a proxy mode (`nftables`, alias `nft`), or `none` (programs
+    /// nothing; checks the kit itself).
     #[arg(long)]
     backend: String,
+    /// Overrides every scenario's balancing: `random` or `round-robin`.
+    #[arg(long, value_parser = parse_balancing)]
+    balancing: Option<Balancing>,
     /// Skip the probes of scenarios whose `config.backend` names another backend.
     #[arg(long)]
     skip_other_backends: bool,
@@ -39,6 +43,14 @@ struct Args {
     /// Scenario files, or directories searched for `*.json`.
     #[arg(required = true, value_name = "FILE_OR_DIR")]
     paths: Vec<PathBuf>,
+}
+
+fn parse_balancing(text: &str) -> Result<Balancing, String> {
+    match text {
+        "random" => Ok(Balancing::Random),
+        "round-robin" => Ok(Balancing::RoundRobin),
+        other => Err(format!("{other:?} is not random or round-robin")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,8 +83,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let factory = match kproxy_tools::factory(&args.backend, args.balancing) {
+        Ok(factory) => factory,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let options = RunOptions {
-        backend: args.backend.clone(),
+        factory,
         timeout: Duration::from_millis(args.timeout_ms),
         skip_other_backends: args.skip_other_backends,
     };

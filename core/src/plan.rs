@@ -344,15 +344,14 @@ impl<'a> PortPlan<'a> {
                 load_balancer: true,
             }))
             .collect();
-        let external = (port.node_port.is_some() || !destinations.is_empty()).then(|| {
-            ExternalPlan {
+        let external =
+            (port.node_port.is_some() || !destinations.is_empty()).then(|| ExternalPlan {
                 destinations,
                 node_port: port.node_port,
                 route: route(port.external_policy_local),
                 short_circuit_local_traffic: port.external_policy_local && has_endpoints,
                 masquerade: !port.external_policy_local,
-            }
-        });
+            });
 
         let planned = |endpoints: Vec<&'a Endpoint>| -> Vec<PlannedEndpoint<'a>> {
             endpoints
@@ -381,7 +380,11 @@ impl<'a> PortPlan<'a> {
             cluster_ip,
             internal: route(port.internal_policy_local),
             external,
-            firewall: firewall(family, &port.load_balancer_source_ranges, &load_balancer_ips),
+            firewall: firewall(
+                family,
+                &port.load_balancer_source_ranges,
+                &load_balancer_ips,
+            ),
             cluster_endpoints,
             local_endpoints,
             affinity_timeout: match port.session_affinity {

@@ -128,16 +128,18 @@ fn proxy_config() -> impl Strategy<Value = ProxyConfig> {
             Just(LocalTrafficDetector::InterfaceNamePrefix("veth".into())),
         ],
     )
-        .prop_map(|(masquerade_all, round_robin, local_detector)| ProxyConfig {
-            masquerade_all,
-            local_detector,
-            balancing: if round_robin {
-                Balancing::RoundRobin
-            } else {
-                Balancing::Random
+        .prop_map(
+            |(masquerade_all, round_robin, local_detector)| ProxyConfig {
+                masquerade_all,
+                local_detector,
+                balancing: if round_robin {
+                    Balancing::RoundRobin
+                } else {
+                    Balancing::Random
+                },
+                ..ProxyConfig::default()
             },
-            ..ProxyConfig::default()
-        })
+        )
 }
 
 fn node() -> NodeInfo {

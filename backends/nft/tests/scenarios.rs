@@ -6,37 +6,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use kproxy_conformance::SCENARIOS_DIR;
 use kproxy_conformance::scenario::{RunOptions, run_paths};
-use kproxy_conformance::{DataplaneFactory, SCENARIOS_DIR};
-use kproxy_core::{Balancing, Dataplane, ProxyConfig};
-use kproxy_nft::{NftCommand, NftDataplane};
+use kproxy_core::Balancing;
 use kproxy_rig::netns;
 
-/// kproxy-nft in the scenario's node namespace, with `balancing`.
-struct Nftables {
-    balancing: Balancing,
-}
-
-impl DataplaneFactory for Nftables {
-    fn mode(&self) -> &str {
-        "nftables"
-    }
-
-    fn preflight(&self) -> kproxy_rig::Result<()> {
-        netns::require_tool("nft", &["--version"])
-    }
-
-    fn build(&self, config: &ProxyConfig, node_netns: &str) -> kproxy_rig::Result<Box<dyn Dataplane>> {
-        let config = ProxyConfig {
-            balancing: self.balancing,
-            ..config.clone()
-        };
-        Ok(Box::new(NftDataplane::new(
-            config,
-            Box::new(NftCommand::in_netns(node_netns)),
-        )))
-    }
-}
+mod common;
+use common::Nftables;
 
 async fn run_suite(balancing: Balancing) {
     if let Err(error) = netns::check_environment() {
@@ -44,7 +20,9 @@ async fn run_suite(balancing: Balancing) {
     }
     let options = RunOptions {
         skip_other_backends: true,
-        ..RunOptions::new(Arc::new(Nftables { balancing }))
+        ..RunOptions::new(Arc::new(Nftables {
+            balancing: Some(balancing),
+        }))
     };
     let summary = run_paths(&[PathBuf::from(SCENARIOS_DIR)], &options)
         .await
@@ -59,7 +37,10 @@ async fn run_suite(balancing: Balancing) {
     );
 }
 
+/// Both balancing modes, one after the other (each run checks that it left no namespace, so
+/// they must not overlap): random (`numgen random`, upstream's) and round robin (`numgen inc`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scenario_passes_on_nftables() {
+async fn every_scenario_passes_on_nftables_with_either_balancing() {
     run_suite(Balancing::Random).await;
+    run_suite(Balancing::RoundRobin).await;
 }

@@ -90,7 +90,11 @@ fn internal_route_follows_policy_and_endpoints() {
     let cases = [
         (false, vec![remote()], Route::Endpoints(Policy::Cluster)),
         (false, vec![], Route::Reject),
-        (true, vec![local(), remote()], Route::Endpoints(Policy::Local)),
+        (
+            true,
+            vec![local(), remote()],
+            Route::Endpoints(Policy::Local),
+        ),
         (true, vec![remote()], Route::Drop),
         (true, vec![], Route::Reject),
     ];
@@ -420,5 +424,8 @@ fn effective_service_cidrs_join_configured_and_cluster_ones_per_family() {
         ]
     );
     let v6 = FamilyPlan::new(IpFamily::V6, &config, &state);
-    assert_eq!(v6.service_cidrs, vec!["fd00:30::/64".parse::<IpNet>().unwrap()]);
+    assert_eq!(
+        v6.service_cidrs,
+        vec!["fd00:30::/64".parse::<IpNet>().unwrap()]
+    );
 }

@@ -5,9 +5,11 @@
 //! format is the book's "Scenario files" chapter.
 
 mod factory;
+pub mod kernel;
 pub mod scenario;
 
 pub use factory::{DataplaneFactory, Recording, canonical_mode, same_mode};
+pub use kernel::KernelTarget;
 
 /// The suite every backend runs: this crate's `scenarios/` folder.
 pub const SCENARIOS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");

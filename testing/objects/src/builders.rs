@@ -20,9 +20,7 @@ use k8s_openapi::api::core::v1::{
     ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeSpec,
     NodeStatus, Service, ServicePort, ServiceSpec, ServiceStatus, SessionAffinityConfig,
 };
-use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
-};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_core::convert::{LABEL_SERVICE_NAME, LABEL_TOPOLOGY_ZONE};
 
@@ -56,7 +54,9 @@ impl ServiceBuilder {
     pub fn cluster_ip(mut self, ip: &str) -> Self {
         let spec = self.spec();
         spec.cluster_ip.get_or_insert_with(|| ip.to_owned());
-        spec.cluster_ips.get_or_insert_with(Vec::new).push(ip.to_owned());
+        spec.cluster_ips
+            .get_or_insert_with(Vec::new)
+            .push(ip.to_owned());
         self
     }
 
@@ -68,18 +68,26 @@ impl ServiceBuilder {
 
     /// Adds a port (`name` may be empty for an unnamed port).
     pub fn port(mut self, name: &str, port: i32, protocol: &str) -> Self {
-        self.spec().ports.get_or_insert_with(Vec::new).push(ServicePort {
-            name: (!name.is_empty()).then(|| name.to_owned()),
-            port,
-            protocol: Some(protocol.to_owned()),
-            ..ServicePort::default()
-        });
+        self.spec()
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(ServicePort {
+                name: (!name.is_empty()).then(|| name.to_owned()),
+                port,
+                protocol: Some(protocol.to_owned()),
+                ..ServicePort::default()
+            });
         self
     }
 
     /// Gives the last port added a node port.
     pub fn node_port(mut self, node_port: i32) -> Self {
-        if let Some(port) = self.spec().ports.as_mut().and_then(|ports| ports.last_mut()) {
+        if let Some(port) = self
+            .spec()
+            .ports
+            .as_mut()
+            .and_then(|ports| ports.last_mut())
+        {
             port.node_port = Some(node_port);
         }
         self
@@ -188,12 +196,15 @@ pub struct SliceBuilder(EndpointSlice);
 impl SliceBuilder {
     /// Adds a port (`name` may be empty for an unnamed port).
     pub fn port(mut self, name: &str, port: i32, protocol: &str) -> Self {
-        self.0.ports.get_or_insert_with(Vec::new).push(EndpointPort {
-            name: (!name.is_empty()).then(|| name.to_owned()),
-            port: Some(port),
-            protocol: Some(protocol.to_owned()),
-            ..EndpointPort::default()
-        });
+        self.0
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(EndpointPort {
+                name: (!name.is_empty()).then(|| name.to_owned()),
+                port: Some(port),
+                protocol: Some(protocol.to_owned()),
+                ..EndpointPort::default()
+            });
         self
     }
 

@@ -35,7 +35,6 @@ pub const AFFINITY_ATTEMPTS: usize = 10;
 /// rotation (random balancing).
 pub const MISS_PROBABILITY: f64 = 1e-6;
 
-
 /// What became of one probe.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {

@@ -677,7 +677,6 @@ impl World {
     }
 }
 
-
 async fn serve_stream(
     listener: tokio::net::TcpListener,
     role: &'static str,

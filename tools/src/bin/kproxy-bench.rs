@@ -10,8 +10,8 @@ use clap::Parser;
 use kproxy_core::{
     ConversionOptions, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServiceChangeTracker,
 };
-use kproxy_rig::NetNs;
 use kproxy_objects::synthetic::{service, slice};
+use kproxy_rig::NetNs;
 
 /// Measures a backend's sync times at cluster scale, with a real kernel in a throwaway
 /// network namespace.

@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_apiserver::ApiServer;
-use kproxy_rig::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_objects::synthetic::{self, service};
+use kproxy_rig::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_rig::{Error, NetNs, Result};
 
 /// Measures kube-proxy end to end against the API-server stand-in.

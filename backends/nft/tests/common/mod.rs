@@ -13,10 +13,10 @@
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kproxy_objects as objects;
 use kproxy_core::{
     ConversionOptions, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServiceChangeTracker,
 };
+use kproxy_objects as objects;
 
 pub fn node() -> NodeInfo {
     NodeInfo {
@@ -246,4 +246,36 @@ pub fn sample_cluster(tracker: &mut ServiceChangeTracker) {
         "SCTP",
         &[ready("10.0.1.50", "node-a")],
     ));
+}
+
+/// kproxy-nft in a namespace, as the conformance runner and checks build it; `balancing`
+/// overrides the configuration's.
+#[derive(Debug, Default)]
+pub struct Nftables {
+    pub balancing: Option<kproxy_core::Balancing>,
+}
+
+impl kproxy_conformance::DataplaneFactory for Nftables {
+    fn mode(&self) -> &str {
+        "nftables"
+    }
+
+    fn preflight(&self) -> kproxy_rig::Result<()> {
+        kproxy_rig::netns::require_tool("nft", &["--version"])
+    }
+
+    fn build(
+        &self,
+        config: &ProxyConfig,
+        node_netns: &str,
+    ) -> kproxy_rig::Result<Box<dyn kproxy_core::Dataplane>> {
+        let mut config = config.clone();
+        if let Some(balancing) = self.balancing {
+            config.balancing = balancing;
+        }
+        Ok(Box::new(kproxy_nft::NftDataplane::new(
+            config,
+            Box::new(kproxy_nft::NftCommand::in_netns(node_netns)),
+        )))
+    }
 }

@@ -248,7 +248,10 @@ pub async fn run_scenario(
                     location: step_location(i, &step.name),
                     label: spec.label(),
                     packet: spec.to_probe().map(|p| p.to_string()).unwrap_or_default(),
-                    expected: spec.expect_for(options.factory.mode()).unwrap_or_default().to_owned(),
+                    expected: spec
+                        .expect_for(options.factory.mode())
+                        .unwrap_or_default()
+                        .to_owned(),
                     seen: format!("not run: expectations are for backend {owner}"),
                 };
                 summary.count(report.status);

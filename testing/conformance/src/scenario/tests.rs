@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
 use kproxy_core::{IpFamily, LocalTrafficDetector, NodePortAddresses, Protocol};
 
 use super::*;
-use kproxy_rig::probe::{Expectation, Probe};
 use kproxy_rig::PodAttachment;
+use kproxy_rig::probe::{Expectation, Probe};
 
 fn parse(text: &str) -> Vec<Scenario> {
     parse_str(text, Path::new("test.json")).unwrap()
@@ -306,7 +306,9 @@ fn scenario_files_replace_file_defaults_whole_and_keep_steps_in_order() {
         .collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(
-        scenarios[1].steps[1].probes[0].expectation("nftables").unwrap(),
+        scenarios[1].steps[1].probes[0]
+            .expectation("nftables")
+            .unwrap(),
         Expectation::Reject
     );
 }

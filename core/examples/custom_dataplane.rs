@@ -7,7 +7,7 @@
 //!
 //! What the core does for us: converting Kubernetes objects, batching events into minimal
 //! change sets, waiting for every source's initial list, endpoint selection (ready / serving /
-//! terminating fallback, traffic policies, topology hints) and the bounded-frequency sync loop
+//! terminating fallback, traffic policies, topology hints), every packet decision (the plan) and the bounded-frequency sync loop
 //! with retries. What we write: one `impl Dataplane`.
 //!
 //! Run it with `cargo run -p kproxy-core --example custom_dataplane`.
@@ -26,10 +26,11 @@ use k8s_openapi::api::discovery::v1::{
     Endpoint as K8sEndpoint, EndpointConditions, EndpointPort, EndpointSlice,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kproxy_core::plan::{FamilyPlan, PortPlan, Route};
 use kproxy_core::{
     ChangeSet, ConversionOptions, Dataplane, DataplaneError, IpFamily, NodeInfo, Protocol,
-    ProxyState, Readiness, Reconciler, ReconcilerConfig, ServiceChangeTracker, ServicePort,
-    ServicePortState, SessionAffinity, SyncStatus, TrackerHandle, async_trait, select_endpoints,
+    ProxyConfig, ProxyState, Readiness, Reconciler, ReconcilerConfig, ServiceChangeTracker,
+    ServicePort, ServicePortState, SyncStatus, TrackerHandle, async_trait,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -93,8 +94,8 @@ struct UserspaceTable {
 /// The virtual addresses one service port occupies: one per cluster IP (one per family).
 ///
 /// A complete datapath would also add node ports, external IPs and load-balancer IPs here,
-/// choosing their endpoints by `external_policy_local` instead of `internal_policy_local`;
-/// they are left out to keep the example short.
+/// following the plan's `external` route ([`kproxy_core::plan::ExternalPlan`]); they are
+/// left out to keep the example short.
 fn vips(port: &ServicePort) -> impl Iterator<Item = Vip> + '_ {
     port.cluster_ips.iter().map(|&ip| Vip {
         ip,
@@ -103,39 +104,40 @@ fn vips(port: &ServicePort) -> impl Iterator<Item = Vip> + '_ {
     })
 }
 
-/// Computes the table entries of one service port as seen from this node.
-fn entries(state: &ServicePortState, node: &NodeInfo) -> Vec<(Vip, Verdict)> {
-    let port = &state.port;
-    vips(port)
-        .map(|vip| {
-            // Select per family: an IPv4 cluster IP can only reach IPv4 endpoints.
-            let family = Some(IpFamily::of(&vip.ip));
-            let selected = select_endpoints(port, &state.endpoints, node, family);
-            // Traffic to a cluster IP obeys the *internal* traffic policy.
-            let chosen = if port.internal_policy_local {
-                &selected.local
-            } else {
-                &selected.cluster
+/// Computes the table entries of one service port as seen from this node. Every decision
+/// (which endpoints, drop or reject) comes from core's plan; this only spells it in the
+/// table's terms.
+fn entries(port_state: &ServicePortState, state: &ProxyState) -> Vec<(Vip, Verdict)> {
+    let config = ProxyConfig::default();
+    [IpFamily::V4, IpFamily::V6]
+        .into_iter()
+        .filter_map(|family| {
+            let family = FamilyPlan::new(family, &config, state);
+            // `None`: no cluster IP of this family.
+            let plan = PortPlan::new(&family, port_state)?;
+            let vip = Vip {
+                ip: plan.cluster_ip,
+                port: plan.port,
+                protocol: plan.protocol,
             };
-            let verdict = if !chosen.is_empty() {
-                Verdict::Forward {
-                    backends: chosen
+            // Traffic to a cluster IP follows the plan's *internal* route.
+            let verdict = match plan.internal {
+                Route::Endpoints(policy) => Verdict::Forward {
+                    backends: plan
+                        .endpoints(policy)
                         .iter()
-                        .map(|endpoint| SocketAddr::new(endpoint.address, endpoint.port))
+                        .map(|planned| {
+                            SocketAddr::new(planned.endpoint.address, planned.endpoint.port)
+                        })
                         .collect(),
-                    affinity: match port.session_affinity {
-                        SessionAffinity::None => None,
-                        SessionAffinity::ClientIp { timeout_seconds } => {
-                            Some(Duration::from_secs(u64::from(timeout_seconds)))
-                        }
-                    },
-                }
-            } else if selected.has_any_endpoints {
-                Verdict::Drop
-            } else {
-                Verdict::Reject
+                    affinity: plan
+                        .affinity_timeout
+                        .map(|seconds| Duration::from_secs(u64::from(seconds))),
+                },
+                Route::Drop => Verdict::Drop,
+                Route::Reject => Verdict::Reject,
             };
-            (vip, verdict)
+            Some((vip, verdict))
         })
         .collect()
 }
@@ -175,7 +177,7 @@ impl Dataplane for UserspaceTable {
         }
         for (_, change) in changes.iter() {
             if let Some(current) = &change.current {
-                table.extend(entries(current, state.node()));
+                table.extend(entries(current, state));
             }
         }
         println!(
@@ -191,7 +193,7 @@ impl Dataplane for UserspaceTable {
     async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
         let table = state
             .iter()
-            .flat_map(|(_, port)| entries(port, state.node()))
+            .flat_map(|(_, port)| entries(port, state))
             .collect();
         println!("  [dataplane] full sync: {} service port(s)", state.len());
         self.table.replace(table);

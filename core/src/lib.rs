@@ -8,14 +8,16 @@
 //!  ServiceChangeTracker ── touched service ports, net of churn
 //!        │  drain() → ChangeSet: only ports whose effective state changed
 //!        ▼
-//!  ProxyState (desired state, cheap to clone) + select_endpoints (per node)
-//!        │
+//!  ProxyState (desired state, cheap to clone)
+//!        │  plan: select_endpoints + every packet decision, per family (FamilyPlan, PortPlan)
+//!        ▼
 //!  Reconciler: min/max sync period, retry with backoff, full sync after failure
 //!        ▼
 //!  Box<dyn Dataplane>: nftables | iptables | ipvs | yours
 //! ```
 //!
-//! A CNI author implements [`Dataplane`], feeds events through a [`TrackerHandle`], and runs a
+//! A backend translates [`plan`]s into its kernel's terms and decides nothing about what a
+//! packet meets. A CNI author implements [`Dataplane`], feeds events through a [`TrackerHandle`], and runs a
 //! [`Reconciler`]; see the `custom_dataplane` example and the book.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]

@@ -1,0 +1,73 @@
+//! The proxy modes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// A proxy mode: which kernel mechanism programs the node (upstream's `--proxy-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Mode {
+    /// nftables (`kproxy-nft`): the recommended mode, and the default.
+    Nftables,
+}
+
+impl Mode {
+    /// Every mode this project implements.
+    pub const ALL: &'static [Mode] = &[Mode::Nftables];
+
+    /// The mode's name as upstream spells it (`nftables`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Nftables => "nftables",
+        }
+    }
+
+    /// The name and help of the mode's sync-failure counter, as upstream names it (without the
+    /// `_total` suffix that OpenMetrics adds).
+    pub fn sync_failures_metric(self) -> (&'static str, &'static str) {
+        match self {
+            Mode::Nftables => (
+                "kubeproxy_sync_proxy_rules_nftables_sync_failures",
+                "Cumulative proxy nftables sync failures",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+
+    /// `nftables` (alias `nft`); upstream's `iptables` and `ipvs` are recognised and refused
+    /// as not built.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "nftables" | "nft" => Ok(Mode::Nftables),
+            "iptables" | "ipvs" => Err(Error::NotBuilt(text.to_owned())),
+            other => Err(Error::UnknownMode(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_as_upstream_spells_them() {
+        assert_eq!("nftables".parse::<Mode>().unwrap(), Mode::Nftables);
+        assert_eq!("nft".parse::<Mode>().unwrap(), Mode::Nftables);
+        assert!(matches!("ipvs".parse::<Mode>(), Err(Error::NotBuilt(_))));
+        assert!(matches!("bpf".parse::<Mode>(), Err(Error::UnknownMode(_))));
+        for mode in Mode::ALL {
+            assert_eq!(mode.to_string().parse::<Mode>().unwrap(), *mode);
+        }
+    }
+}

@@ -11,13 +11,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_core::Protocol;
 use kproxy_rig::probe::{self, Outcome, Probe};
 use kproxy_rig::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_rig::{Error, Result, World, WorldSpec};
-use serde_json::Value;
 
 /// Runs kube-proxy on example manifests in a world of network namespaces.
 #[derive(Debug, Parser)]
@@ -44,53 +43,24 @@ struct Cluster {
     slices: Vec<EndpointSlice>,
 }
 
+/// The demo's cluster, read by the same reader as the binary's `--manifests`.
 fn read(path: &Path) -> Result<Cluster> {
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-            })
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_owned()]
+    let manifests =
+        kproxy_manifests::read(path).map_err(|e| Error::World(format!("{}: {e}", path.display())))?;
+    let mut cluster = Cluster {
+        services: manifests.services.into_values().collect(),
+        slices: manifests.slices.into_values().collect(),
+        ..Cluster::default()
     };
-    let mut cluster = Cluster::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-        let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .map_err(|e| Error::World(format!("{}: {e}", file.display())))?;
-        for document in documents {
-            let decode = |what: &str, e: serde_json::Error| {
-                Error::World(format!("{}: {what}: {e}", file.display()))
-            };
-            match document.get("kind").and_then(Value::as_str) {
-                Some("Service") => cluster
-                    .services
-                    .push(serde_json::from_value(document).map_err(|e| decode("Service", e))?),
-                Some("EndpointSlice") => cluster.slices.push(
-                    serde_json::from_value(document).map_err(|e| decode("EndpointSlice", e))?,
-                ),
-                Some("Node") => {
-                    let node: Node =
-                        serde_json::from_value(document).map_err(|e| decode("Node", e))?;
-                    cluster.node_name = node.metadata.name.clone().unwrap_or_default();
-                    cluster.node_ip = node
-                        .status
-                        .and_then(|s| s.addresses)
-                        .into_iter()
-                        .flatten()
-                        .find(|a| a.type_ == "InternalIP")
-                        .and_then(|a| a.address.parse().ok());
-                }
-                _ => {}
-            }
-        }
+    if let Some((name, node)) = manifests.nodes.into_iter().next() {
+        cluster.node_name = name;
+        cluster.node_ip = node
+            .status
+            .and_then(|s| s.addresses)
+            .into_iter()
+            .flatten()
+            .find(|a| a.type_ == "InternalIP")
+            .and_then(|a| a.address.parse().ok());
     }
     Ok(cluster)
 }

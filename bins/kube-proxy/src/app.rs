@@ -1,5 +1,5 @@
-//! Wires the proxy together: a source feeds the tracker, the reconciler drives the nftables
-//! dataplane, and the health and metrics servers report on both.
+//! Wires the proxy together: a source feeds the tracker, the reconciler drives the mode's
+//! dataplane (built through the facade), and the health and metrics servers report on both.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use kproxy_core::{
-    ConversionOptions, Dataplane, NodeInfo, ProxyConfig, Readiness, Reconciler, ReconcilerConfig,
+    ConversionOptions, NodeInfo, ProxyConfig, Readiness, Reconciler, ReconcilerConfig,
     ServiceChangeTracker, SyncStatus, TrackerHandle,
 };
-use kproxy_nft::{NftCommand, NftDataplane};
+use kproxy_dataplanes::{Mode, Target};
 
 use crate::conntrack::ConntrackCleaning;
 use crate::health::{ProxyHealth, ServiceHealthServers};
@@ -37,6 +37,8 @@ pub(crate) struct RunSettings {
     pub(crate) metrics: Option<SocketAddr>,
     /// Fail when a server cannot bind, instead of logging it.
     pub(crate) bind_address_hard_fail: bool,
+    /// The proxy mode.
+    pub(crate) mode: Mode,
     /// The dataplane's settings.
     pub(crate) proxy: ProxyConfig,
     /// The sync loop's settings.
@@ -65,20 +67,31 @@ pub(crate) enum AppError {
     Manifests(#[from] manifests::ManifestError),
     /// `--cleanup` could not remove everything.
     #[error("cleanup failed: {0}")]
-    Cleanup(String),
+    Cleanup(#[source] kproxy_dataplanes::Error),
+    /// The mode's dataplane cannot run here (its preflight check failed); nothing was
+    /// programmed.
+    #[error("cannot run the {mode} mode: {source}")]
+    Dataplane {
+        /// The mode.
+        mode: Mode,
+        /// Why.
+        #[source]
+        source: kproxy_dataplanes::Error,
+    },
 }
 
-/// Removes everything any mode of this proxy programmed.
-pub(crate) async fn cleanup(settings: &RunSettings) -> Result<(), AppError> {
-    let mut dataplane = NftDataplane::new(
-        settings.proxy.clone(),
-        Box::new(NftCommand::current_netns()),
-    );
-    dataplane
-        .cleanup()
+/// Removes everything any mode of this proxy (or upstream's) left in this namespace.
+pub(crate) async fn cleanup() -> Result<(), AppError> {
+    let report = kproxy_dataplanes::cleanup(&Target::Current)
         .await
-        .map_err(|e| AppError::Cleanup(format!("{e:?}")))?;
-    tracing::info!("removed the nftables tables");
+        .map_err(AppError::Cleanup)?;
+    for removed in &report.removed {
+        tracing::info!("removed {removed}");
+    }
+    for skipped in &report.skipped {
+        tracing::debug!("skipped {skipped}");
+    }
+    tracing::info!("cleanup done: {report}");
     Ok(())
 }
 
@@ -137,15 +150,18 @@ pub(crate) async fn run(
     settings: RunSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(settings.mode));
     let handle = TrackerHandle::new(ServiceChangeTracker::new(
         NodeInfo::named(settings.node_name.clone()),
         ConversionOptions::default(),
     ));
-    let dataplane = NftDataplane::new(
-        settings.proxy.clone(),
-        Box::new(NftCommand::current_netns()),
-    );
+    // Before any source or server starts: a mode that cannot run here stops the proxy with
+    // one clear error instead of a loop of failed syncs.
+    let dataplane = kproxy_dataplanes::build(settings.mode, &settings.proxy, &Target::Current)
+        .map_err(|source| AppError::Dataplane {
+            mode: settings.mode,
+            source,
+        })?;
     let kube = match &settings.manifests {
         Some(_) => None,
         None => Some(kube_client(&settings).await?),
@@ -162,7 +178,7 @@ pub(crate) async fn run(
         &["services", "endpointslices", "node"]
     };
     let (readiness, mut tokens) = Readiness::with_sources(source_names.iter().copied());
-    let dataplane = ConntrackCleaning::new(Box::new(dataplane));
+    let dataplane = ConntrackCleaning::new(dataplane);
     let reconciler = Reconciler::new(
         handle.clone(),
         Box::new(dataplane),

@@ -16,6 +16,8 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use crate::app::RunSettings;
+use kproxy_dataplanes::Mode;
+
 use crate::options::{LogFormat, Options, Outcome};
 
 fn main() -> ExitCode {
@@ -55,7 +57,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let settings = settings(&options);
+    // Validation already refused the modes this build lacks; the facade says so again here.
+    let mode = match options.mode.as_str().parse::<Mode>() {
+        Ok(mode) => mode,
+        Err(error) => {
+            eprintln!("kube-proxy: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = settings(&options, mode);
     if !options.cleanup {
         sysctl::apply_conntrack(&options.conntrack);
         // Like upstream: the proxy is among the last processes the OOM killer picks.
@@ -68,9 +78,9 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         if options.cleanup {
-            app::cleanup(&settings).await
+            app::cleanup().await
         } else {
-            tracing::info!(node = %settings.node_name, mode = "nftables", "starting kube-proxy-rs");
+            tracing::info!(node = %settings.node_name, mode = %settings.mode, "starting kube-proxy-rs");
             app::run(settings, shutdown_signal()).await
         }
     });
@@ -109,7 +119,7 @@ fn node_name(options: &Options) -> String {
     })
 }
 
-fn settings(options: &Options) -> RunSettings {
+fn settings(options: &Options, mode: Mode) -> RunSettings {
     RunSettings {
         node_name: node_name(options),
         kubeconfig: options.kubeconfig.clone(),
@@ -118,6 +128,7 @@ fn settings(options: &Options) -> RunSettings {
         healthz: options.healthz_bind_address,
         metrics: options.metrics_bind_address,
         bind_address_hard_fail: options.bind_address_hard_fail,
+        mode,
         proxy: options.proxy_config(),
         reconciler: options.reconciler_config(),
     }

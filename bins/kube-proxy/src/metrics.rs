@@ -59,7 +59,8 @@ fn sync_buckets() -> Histogram {
 
 impl Metrics {
     /// Registers every metric.
-    pub(crate) fn new() -> Self {
+    /// The proxy's metrics; `mode` names its mode-specific ones.
+    pub(crate) fn new(mode: kproxy_dataplanes::Mode) -> Self {
         let mut registry = Registry::default();
         let network_buckets = [0.25, 0.5]
             .into_iter()
@@ -141,11 +142,8 @@ impl Metrics {
             "Number of services with a Local traffic policy and no endpoints",
             metrics.no_local_endpoints.clone(),
         );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_nftables_sync_failures",
-            "Cumulative proxy nftables sync failures",
-            metrics.sync_failures.clone(),
-        );
+        let (sync_failures, help) = mode.sync_failures_metric();
+        registry.register(sync_failures, help, metrics.sync_failures.clone());
         registry.register(
             "kubeproxy_proxy_healthz",
             "Cumulative proxy healthz HTTP status",
@@ -394,7 +392,7 @@ mod tests {
 
     #[test]
     fn exposition_uses_upstream_names() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables);
         metrics.endpoint_changes.inc();
         let text = metrics.encode();
         for name in [

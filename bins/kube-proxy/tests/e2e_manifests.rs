@@ -13,11 +13,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use kproxy_core::Protocol;
-use kproxy_testkit::probe::{self, Probe};
-use kproxy_testkit::process::{
+use kproxy_rig::probe::{self, Probe};
+use kproxy_rig::process::{
     HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args,
 };
-use kproxy_testkit::{World, WorldSpec, netns};
+use kproxy_rig::{World, WorldSpec, netns};
 
 const NODE: &str = "
 apiVersion: v1

@@ -43,6 +43,10 @@ where
 pub(crate) struct KubeProxyConfiguration {
     #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
     pub(crate) api_version: Option<String>,
+    /// (kube-proxy-rs extension) `random` or `round-robin`; upstream's strict decoder would
+    /// reject this field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) balancing: Option<String>,
     #[serde(rename = "bindAddress", skip_serializing_if = "Option::is_none")]
     pub(crate) bind_address: Option<String>,
     #[serde(

@@ -308,6 +308,10 @@ pub(crate) struct Flags {
     /// (a file or a directory) instead of an API server, re-reading them when they change.
     #[arg(long, value_name = "PATH")]
     pub(crate) manifests: Option<PathBuf>,
+    /// (kube-proxy-rs) How new connections are spread over a service's endpoints: 'random'
+    /// (upstream's iptables and nftables modes) or 'round-robin' (as upstream's IPVS 'rr').
+    #[arg(long, value_name = "MODE")]
+    pub(crate) balancing: Option<String>,
     /// (kube-proxy-rs) Program the network namespace NAME (as `ip netns` names it) instead of
     /// the one kube-proxy runs in; for development machines.
     #[arg(long, value_name = "NAME")]
@@ -636,6 +640,7 @@ impl Flags {
             self.show_hidden_metrics_for_version.clone(),
         );
         set(&mut config.mode, self.proxy_mode.clone());
+        set(&mut config.balancing, self.balancing.clone());
         set(
             &mut config.iptables.masquerade_bit,
             self.iptables_masquerade_bit,

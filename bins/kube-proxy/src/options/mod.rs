@@ -49,6 +49,7 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 use kproxy_core::{
+    Balancing,
     IpFamily, LocalTrafficDetector, NodePortAddresses, ProxyConfig, ReconcilerConfig,
 };
 
@@ -221,8 +222,10 @@ pub(crate) struct Options {
     pub(crate) masquerade_bit: u8,
     /// Where node ports answer.
     pub(crate) nodeport_addresses: NodePortAddresses,
-    /// Node ports answer on 127.0.0.1 (iptables mode only).
+    /// Node ports answer on 127.0.0.1 (iptables mode only; no effect in nftables mode).
     pub(crate) localhost_node_ports: bool,
+    /// How connections are spread over endpoints (`--balancing`, a kube-proxy-rs option).
+    pub(crate) balancing: Balancing,
     /// The longest time between syncs (default 30 s).
     pub(crate) sync_period: Duration,
     /// The shortest time between syncs (default 1 s).
@@ -520,7 +523,7 @@ impl Options {
             masquerade_bit: self.masquerade_bit,
             node_port_addresses: self.nodeport_addresses.clone(),
             service_cidrs: Vec::new(),
-            localhost_node_ports: self.localhost_node_ports,
+            balancing: self.balancing,
         }
     }
 

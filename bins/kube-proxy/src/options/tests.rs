@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use kproxy_core::{IpFamily, LocalTrafficDetector, NodePortAddresses};
+use kproxy_core::{Balancing, IpFamily, LocalTrafficDetector, NodePortAddresses};
 
 use super::config::KubeProxyConfiguration;
 use super::*;
@@ -116,6 +116,7 @@ fn upstream_defaults() -> Options {
         masquerade_bit: 14,
         nodeport_addresses: NodePortAddresses::Primary,
         localhost_node_ports: true,
+        balancing: Balancing::Random,
         sync_period: secs(30),
         min_sync_period: secs(1),
         conntrack: ConntrackOptions {
@@ -786,4 +787,19 @@ fn field_paths_come_from_indentation() {
     assert_eq!(field_path_at(text, 9).as_deref(), Some("list.value"));
     assert_eq!(field_path_at(text, 4), None);
     assert_eq!(field_path_at(text, 99), None);
+}
+
+#[test]
+fn balancing_comes_from_the_flag_or_the_config_field() {
+    let (from_flag, _) = run(&["--balancing", "round-robin"]);
+    assert_eq!(from_flag.balancing, Balancing::RoundRobin);
+    assert_eq!(from_flag.proxy_config().balancing, Balancing::RoundRobin);
+    assert_eq!(run(&[]).0.balancing, Balancing::Random);
+    let (from_config, _) = config_run(&format!("{HEADER}balancing: round-robin\n"), &[]);
+    assert_eq!(from_config.balancing, Balancing::RoundRobin);
+    let problems = invalid(&["--balancing", "sticky"]).join("\n");
+    assert!(
+        problems.contains("balancing") && problems.contains("sticky"),
+        "{problems}"
+    );
 }

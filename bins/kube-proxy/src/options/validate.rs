@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use kproxy_core::NodePortAddresses;
+use kproxy_core::{Balancing, NodePortAddresses};
 
 use super::config::KubeProxyConfiguration;
 use super::duration::GoDuration;
@@ -427,6 +427,15 @@ pub(super) fn resolve(
         Some(name) => Some(name.trim().to_lowercase()),
     };
 
+    let balancing = match config.balancing.as_deref() {
+        None | Some("random") => Balancing::Random,
+        Some("round-robin") => Balancing::RoundRobin,
+        Some(other) => {
+            errors.invalid("balancing", other, "must be random or round-robin");
+            Balancing::Random
+        }
+    };
+
     if flags.netns.as_deref().is_some_and(str::is_empty) {
         errors.invalid("--netns", "", "must name a network namespace");
     }
@@ -455,6 +464,7 @@ pub(super) fn resolve(
         masquerade_bit,
         nodeport_addresses,
         localhost_node_ports: config.iptables.localhost_node_ports.unwrap_or(true),
+        balancing,
         sync_period: sync.to_std().unwrap_or_default(),
         min_sync_period: min_sync.to_std().unwrap_or_default(),
         conntrack,

@@ -92,7 +92,16 @@ fn make_leftovers(ns: &NetNs) {
     sh(
         ns,
         "ip",
-        &["link", "add", "kube-ipvs0", "type", "veth", "peer", "name", "ipvs0-peer"],
+        &[
+            "link",
+            "add",
+            "kube-ipvs0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ipvs0-peer",
+        ],
         None,
     );
     sh(

@@ -189,7 +189,7 @@ pub fn slice(namespace: &str, service: &str, name: &str) -> SliceBuilder {
     })
 }
 
-/// Builds an [`EndpointSlice`]; see [`slice`].
+/// Builds an [`EndpointSlice`]; see [`slice()`].
 #[derive(Debug, Clone)]
 pub struct SliceBuilder(EndpointSlice);
 

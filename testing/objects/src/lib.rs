@@ -1,5 +1,5 @@
 //! Dev-only builders of the Kubernetes objects tests feed the proxy: Services, EndpointSlices
-//! and Nodes with the API's defaults ([`service`], [`slice`], [`endpoint`], [`node`]), and the
+//! and Nodes with the API's defaults ([`service`], [`slice()`], [`endpoint`], [`node`]), and the
 //! synthetic clusters benchmarks load ([`synthetic`]). One set for every crate's tests.
 
 mod builders;

@@ -14,11 +14,11 @@ use kproxy_core::{
 };
 use kproxy_dataplanes::{Mode, Target};
 
-use crate::conntrack::ConntrackCleaning;
 use crate::health::{ProxyHealth, ServiceHealthServers};
 use crate::metrics::Metrics;
-use crate::sources::kube::KubeSource;
-use crate::sources::{Sink, manifests};
+use kproxy_conntrack::ConntrackCleaning;
+use kproxy_kube::{KubeReady, KubeSource, READINESS_SOURCES};
+use kproxy_manifests::{Sink, SourceObserver};
 
 /// Everything the proxy needs to run, resolved from flags and the config file.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub(crate) enum AppError {
     },
     /// The manifests could not be read.
     #[error(transparent)]
-    Manifests(#[from] manifests::ManifestError),
+    Manifests(#[from] kproxy_manifests::ManifestError),
     /// `--cleanup` could not remove everything.
     #[error("cleanup failed: {0}")]
     Cleanup(#[source] kproxy_dataplanes::Error),
@@ -169,13 +169,13 @@ pub(crate) async fn run(
     // The manifests are read once before anything starts: unreadable ones are an error, not
     // an empty cluster.
     let manifests = match &settings.manifests {
-        Some(path) => Some((path.clone(), manifests::read(path)?)),
+        Some(path) => Some((path.clone(), kproxy_manifests::read(path)?)),
         None => None,
     };
     let source_names: &[&str] = if manifests.is_some() {
         &["manifests"]
     } else {
-        &["services", "endpointslices", "node"]
+        &READINESS_SOURCES
     };
     let (readiness, mut tokens) = Readiness::with_sources(source_names.iter().copied());
     let dataplane = ConntrackCleaning::new(dataplane);
@@ -221,23 +221,27 @@ pub(crate) async fn run(
         serve(listener, router, "metrics");
     }
 
-    let node_health = health.clone();
-    let sink = Sink {
-        handle: handle.clone(),
-        metrics: Arc::clone(&metrics),
-        on_node: Arc::new(move |node| node_health.observe_node(node)),
-    };
+    let sink = Sink::new(
+        handle.clone(),
+        Arc::new(Observer {
+            metrics: Arc::clone(&metrics),
+            health: health.clone(),
+        }),
+    );
     let source = match (manifests, kube) {
         (Some((path, initial)), _) => {
             let ready = tokens.remove(0);
-            tokio::spawn(async move { manifests::run(path, initial, sink, ready).await })
+            tokio::spawn(
+                async move { kproxy_manifests::run(vec![path], initial, sink, ready).await },
+            )
         }
         (None, Some(client)) => {
-            let ready = [tokens.remove(0), tokens.remove(0), tokens.remove(0)];
-            let source = KubeSource {
-                client,
-                node_name: settings.node_name.clone(),
+            let Some(ready) = KubeReady::from_tokens(tokens) else {
+                return Err(AppError::KubeConfig(
+                    "the API-server source needs three readiness tokens".into(),
+                ));
             };
+            let source = KubeSource::new(client, settings.node_name.clone());
             tokio::spawn(async move { source.run(sink, ready).await })
         }
         (None, None) => {
@@ -261,6 +265,38 @@ pub(crate) async fn run(
         "shutting down; rules stay in place"
     );
     Ok(())
+}
+
+/// What the sources tell the binary: metrics, and this node's Node for the health checks.
+struct Observer {
+    metrics: Arc<Metrics>,
+    health: ProxyHealth,
+}
+
+impl SourceObserver for Observer {
+    fn invalid_field(&self, error: &kproxy_core::ModelError) {
+        self.metrics.record_invalid(error);
+    }
+
+    fn service_changed(&self) {
+        self.metrics.service_changes.inc();
+    }
+
+    fn endpoint_slice_changed(&self) {
+        self.metrics.endpoint_changes.inc();
+    }
+
+    fn endpoint_slice_trigger_time(&self, value: &str) {
+        self.metrics.note_trigger_time(value);
+    }
+
+    fn watch_error(&self, _: &str, _: &dyn std::error::Error) {
+        self.metrics.watch_errors.inc();
+    }
+
+    fn this_node(&self, node: &k8s_openapi::api::core::v1::Node) {
+        self.health.observe_node(node);
+    }
 }
 
 /// After every sync attempt: metrics, and health-check node ports for the programmed state.

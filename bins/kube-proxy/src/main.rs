@@ -3,12 +3,10 @@
 //! configuration, before anything is programmed; 1 for failures at run time).
 
 mod app;
-mod conntrack;
 mod health;
 mod metrics;
 mod netns;
 mod options;
-mod sources;
 mod sysctl;
 
 use std::process::ExitCode;

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use kproxy_core::Protocol;
 use kproxy_rig::probe::{self, Probe};
-use kproxy_rig::process::{
-    HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args,
-};
+use kproxy_rig::process::{HEALTHZ_ADDRESS, METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_rig::{World, WorldSpec, netns};
 
 const NODE: &str = "

@@ -15,7 +15,9 @@
 //!   [`ConntrackFilter`]s that select the stale flows (upstream's `CleanStaleEntries`);
 //! - [`filter`]: the filter and flow types and the matching rule between them;
 //! - [`netlink`]: [`Conntrack`], which lists and deletes flows of the kernel's conntrack
-//!   table over `NETLINK_NETFILTER`, in this network namespace or a named one.
+//!   table over `NETLINK_NETFILTER`, in this network namespace or a named one;
+//! - [`cleaning`]: [`ConntrackCleaning`], a decorator dataplane that does all of it after
+//!   every successful sync of the dataplane it wraps.
 //!
 //! ```no_run
 //! # async fn demo(changes: &kproxy_core::ChangeSet, node: &kproxy_core::NodeInfo)
@@ -26,10 +28,12 @@
 //! # let _ = deleted; Ok(()) }
 //! ```
 
+pub mod cleaning;
 pub mod filter;
 pub mod netlink;
 pub mod stale;
 
+pub use cleaning::ConntrackCleaning;
 pub use filter::{ConntrackFilter, Flow, FlowTuple};
 pub use netlink::{Conntrack, ConntrackError};
 pub use stale::stale_filters;

@@ -49,8 +49,7 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 use kproxy_core::{
-    Balancing,
-    IpFamily, LocalTrafficDetector, NodePortAddresses, ProxyConfig, ReconcilerConfig,
+    Balancing, IpFamily, LocalTrafficDetector, NodePortAddresses, ProxyConfig, ReconcilerConfig,
 };
 
 use config::KubeProxyConfiguration;

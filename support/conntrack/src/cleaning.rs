@@ -2,17 +2,18 @@
 //! UDP Service do not keep sending into a flow that points nowhere (an endpoint that went away)
 //! or nowhere at all (flows created while the Service had no endpoint).
 //!
-//! It wraps the dataplane: the decorator sees each change set right after the dataplane
+//! [`ConntrackCleaning`] wraps any dataplane (a CNI author's too): the decorator sees each change set right after the dataplane
 //! applied it, and after a full sync it compares with the last state it saw.
 
 use std::collections::BTreeMap;
 
+use crate::netlink::Conntrack;
+use crate::stale::stale_filters;
 use async_trait::async_trait;
-use kproxy_conntrack::{Conntrack, stale_filters};
 use kproxy_core::{Change, ChangeSet, Dataplane, DataplaneError, ProxyState};
 
 /// A dataplane that cleans conntrack after the inner one synced.
-pub(crate) struct ConntrackCleaning {
+pub struct ConntrackCleaning {
     inner: Box<dyn Dataplane>,
     conntrack: Option<Conntrack>,
     last: Option<ProxyState>,
@@ -20,7 +21,7 @@ pub(crate) struct ConntrackCleaning {
 
 impl ConntrackCleaning {
     /// Wraps `inner`; without a conntrack socket (it could not be opened) nothing is cleaned.
-    pub(crate) fn new(inner: Box<dyn Dataplane>) -> Self {
+    pub fn new(inner: Box<dyn Dataplane>) -> Self {
         let conntrack = match Conntrack::new() {
             Ok(conntrack) => Some(conntrack),
             Err(error) => {

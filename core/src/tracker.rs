@@ -17,8 +17,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::changes::{Change, ChangeSet};
 use crate::convert::{self, ConversionOptions, EndpointSliceInfo, ServiceInfo};
 use crate::error::ModelError;
-use crate::model::{Endpoint, NamespacedName, NodeInfo, ServicePort, ServicePortName};
 use crate::model::ServicePortState;
+use crate::model::{Endpoint, NamespacedName, NodeInfo, ServicePort, ServicePortName};
 use crate::state::ProxyState;
 
 /// Collects Service and EndpointSlice events and hands out what changed.

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use kproxy_core::plan::{FamilyPlan, Firewall, LocalTraffic, PlannedEndpoint, Policy, PortPlan, Route};
+use kproxy_core::plan::{
+    FamilyPlan, Firewall, LocalTraffic, PlannedEndpoint, Policy, PortPlan, Route,
+};
 use kproxy_core::{Balancing, IpFamily, ProxyConfig, ProxyState, ServicePortState};
 
 use crate::names::{self, ENDPOINT_MAP_SHARDS, MARK_FOR_MASQUERADE, REJECT_CHAIN};

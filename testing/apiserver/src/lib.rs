@@ -51,8 +51,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use kproxy_rig::{Error, Result};
 use kproxy_rig::NetNs;
+use kproxy_rig::{Error, Result};
 use listener::{Connections, TrackedListener};
 use store::{Key, Mode, Store};
 

@@ -19,7 +19,10 @@ impl DataplaneFactory for NeverBuilt {
     }
 
     fn build(&self, _: &ProxyConfig, _: &str) -> kproxy_rig::Result<Box<dyn Dataplane>> {
-        Err(Error::Backend(format!("{} is not built in this test", self.0)))
+        Err(Error::Backend(format!(
+            "{} is not built in this test",
+            self.0
+        )))
     }
 }
 
@@ -38,9 +41,12 @@ fn require_kernel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_step_scenarios_run_and_pass_untouched_expectations() {
     require_kernel();
-    let summary = run_paths(&[fixture("kit-untouched.json")], &RunOptions::new(Arc::new(Recording)))
-        .await
-        .expect("the run starts");
+    let summary = run_paths(
+        &[fixture("kit-untouched.json")],
+        &RunOptions::new(Arc::new(Recording)),
+    )
+    .await
+    .expect("the run starts");
     assert_eq!((summary.passed, summary.failed), (8, 0), "{summary:?}");
     assert!(
         netns::registered().is_empty(),
@@ -52,9 +58,12 @@ async fn multi_step_scenarios_run_and_pass_untouched_expectations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_expectations_fail() {
     require_kernel();
-    let summary = run_paths(&[fixture("kit-failing.json")], &RunOptions::new(Arc::new(Recording)))
-        .await
-        .expect("the run starts");
+    let summary = run_paths(
+        &[fixture("kit-failing.json")],
+        &RunOptions::new(Arc::new(Recording)),
+    )
+    .await
+    .expect("the run starts");
     assert_eq!((summary.passed, summary.failed), (0, 3), "{summary:?}");
 }
 

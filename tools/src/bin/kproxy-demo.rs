@@ -45,8 +45,8 @@ struct Cluster {
 
 /// The demo's cluster, read by the same reader as the binary's `--manifests`.
 fn read(path: &Path) -> Result<Cluster> {
-    let manifests =
-        kproxy_manifests::read(path).map_err(|e| Error::World(format!("{}: {e}", path.display())))?;
+    let manifests = kproxy_manifests::read(path)
+        .map_err(|e| Error::World(format!("{}: {e}", path.display())))?;
     let mut cluster = Cluster {
         services: manifests.services.into_values().collect(),
         slices: manifests.slices.into_values().collect(),

@@ -6,3 +6,18 @@
 
 pub mod objects;
 pub mod reference;
+
+use proptest::test_runner::Config;
+
+/// The configuration of every property here: `PROPTEST_CASES` cases when set, never fewer
+/// than 256.
+pub fn config() -> Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    Config {
+        cases: cases.max(256),
+        ..Config::default()
+    }
+}

@@ -22,16 +22,7 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases: cases.max(256),
-        ..ProptestConfig::default()
-    }
-}
+use kproxy_proptests::config;
 
 fn endpoint() -> impl Strategy<Value = Endpoint> {
     (

@@ -12,16 +12,7 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases: cases.max(256),
-        ..ProptestConfig::default()
-    }
-}
+use kproxy_proptests::config;
 
 fn names(pool: &'static [&'static str]) -> impl Strategy<Value = BTreeSet<Arc<str>>> {
     btree_set(select(pool).prop_map(Arc::from), 0..=2)

@@ -15,16 +15,7 @@ use kproxy_proptests::objects::{Event, events};
 use kproxy_proptests::reference::{ObjectStore, expected_state};
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases: cases.max(256),
-        ..ProptestConfig::default()
-    }
-}
+use kproxy_proptests::config;
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NamespacedName {
     NamespacedName::new(

@@ -14,7 +14,8 @@
 //! let name = ServicePortName::new("ns", "web", "http", Protocol::Tcp);
 //! let port = ServicePort::cluster_ip(name, "172.30.0.10".parse().unwrap(), 80);
 //! let state = ServicePortState { port, endpoints: vec![Endpoint::ready("10.1.0.5".parse().unwrap(), 8080)] };
-//! let family = FamilyPlan::new(IpFamily::V4, &ProxyConfig::default(), &ProxyState::default());
+//! let proxy_state = ProxyState::default();
+//! let family = FamilyPlan::new(IpFamily::V4, &ProxyConfig::default(), &proxy_state);
 //! let plan = PortPlan::new(&family, &state).expect("the port has an IPv4 cluster IP");
 //! assert_eq!(plan.internal, Route::Endpoints(kproxy_core::plan::Policy::Cluster));
 //! assert_eq!(plan.cluster_endpoints.len(), 1);

@@ -1,14 +1,24 @@
 //! `kproxy-bench --backend nft --services N --endpoints E`: programs N Services × E endpoints
 //! into a fresh network namespace with a real kernel and prints one JSON object per
-//! measurement: the full sync, single-endpoint changes, single-Service additions, the size of
-//! the resulting ruleset and the process's peak RSS.
+//! measurement: the full sync, single-endpoint changes, single-Service additions, bulk partial
+//! syncs (`--bulk`: 2,000 Services created, the endpoints of 3,000 Services changed, 2,000
+//! Services deleted, one Service with 5,000 ports; each one drain and one `sync`, reported
+//! with its ratio to the full sync), the size of the resulting ruleset and the process's peak
+//! RSS.
+//!
+//! A failed bulk sync is reported (on stderr with its whole cause chain, and as a JSON line
+//! with `"ok":false`), the dataplane is brought back with a full sync as the reconciler would,
+//! the remaining measurements still run, and the process exits non-zero at the end.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use kproxy_core::{
-    ConversionOptions, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig, ServiceChangeTracker,
+    ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig,
+    ServiceChangeTracker,
 };
 use kproxy_objects::synthetic::{service, slice};
 use kproxy_rig::NetNs;
@@ -30,7 +40,35 @@ struct Args {
     /// How many single-change syncs to time.
     #[arg(long, default_value_t = 20)]
     repeats: usize,
+    /// Whether to time the bulk partial syncs (`--bulk=false` skips them).
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    bulk: bool,
+    /// Skips the final `nft list ruleset` measurement (slow on large clusters); the final line
+    /// then only reports the peak RSS.
+    #[arg(
+        long,
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    skip_ruleset_listing: bool,
 }
+
+/// Services created (then deleted) by the bulk measurements.
+const BULK_SERVICES: usize = 2_000;
+/// Services whose endpoints the bulk endpoint measurement changes (at most the cluster's).
+const BULK_ENDPOINT_SERVICES: usize = 3_000;
+/// Ports of the many-ports Service: `10000..15000`, named `p0` … `p4999`.
+const MANY_PORTS: std::ops::Range<i32> = 10_000..15_000;
 
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
@@ -59,6 +97,226 @@ fn status_mb(field: &str) -> f64 {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     (kib / 1024.0 * 10.0).round() / 10.0
+}
+
+/// An error and every cause under it, `outer: inner: innermost`.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn sync_failed(what: &str, error: &kproxy_core::DataplaneError) -> kproxy_rig::Error {
+    kproxy_rig::Error::Backend(format!("{what} failed: {}", chain(error)))
+}
+
+/// Service `i` with `ports` (name, port) instead of its one port 80, all TCP.
+fn service_with_ports(i: usize, ports: &[(String, i32)]) -> Service {
+    let mut svc = service(i);
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.ports = Some(
+            ports
+                .iter()
+                .map(|(name, port)| ServicePort {
+                    name: Some(name.clone()),
+                    port: *port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+    }
+    svc
+}
+
+/// The EndpointSlice of Service `i` with `endpoints` endpoints, each listening on every one
+/// of `ports` (name, port), all TCP.
+fn slice_with_ports(i: usize, endpoints: usize, ports: &[(String, i32)]) -> EndpointSlice {
+    let mut eps = slice(i, endpoints, 0);
+    eps.ports = Some(
+        ports
+            .iter()
+            .map(|(name, port)| EndpointPort {
+                name: Some(name.clone()),
+                port: Some(*port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    eps
+}
+
+/// The namespace and name of a synthetic object.
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Fails when the tracker could not convert a synthetic object cleanly (a bug of this tool).
+fn check_converted(what: &str, errors: Vec<kproxy_core::ModelError>) -> kproxy_rig::Result<()> {
+    match errors.first() {
+        None => Ok(()),
+        Some(first) => Err(kproxy_rig::Error::World(format!(
+            "{what}: {} conversion errors, the first: {first}",
+            errors.len()
+        ))),
+    }
+}
+
+/// One bulk measurement: drains `tracker` once, applies the change set with one `sync` and
+/// prints its time and ratio to the full sync. On failure prints the error and restores the
+/// dataplane with a full sync; returns whether the sync succeeded.
+async fn bulk_sync(
+    args: &Args,
+    measurement: &str,
+    touched_services: usize,
+    tracker: &mut ServiceChangeTracker,
+    dataplane: &mut dyn Dataplane,
+    full_sync: Duration,
+) -> kproxy_rig::Result<bool> {
+    let started = Instant::now();
+    let changes = tracker.drain();
+    let drain = started.elapsed();
+    let state = tracker.state();
+    let started = Instant::now();
+    let result = dataplane.sync(&state, &changes).await;
+    let sync = started.elapsed();
+    let mut fields = vec![("ok", result.is_ok().to_string())];
+    if result.is_ok() {
+        let ratio = (sync.as_secs_f64() / full_sync.as_secs_f64() * 10_000.0).round() / 10_000.0;
+        fields.push(("sync_ms", millis(sync).to_string()));
+        // `null` if the full sync took no measurable time (the recording backend).
+        let ratio = if ratio.is_finite() {
+            ratio.to_string()
+        } else {
+            "null".to_owned()
+        };
+        fields.push(("ratio_to_full_sync", ratio));
+    } else {
+        // Not a sync time: how long the backend took to give up.
+        fields.push(("failed_after_ms", millis(sync).to_string()));
+    }
+    fields.extend([
+        ("drain_ms", millis(drain).to_string()),
+        ("touched_services", touched_services.to_string()),
+        ("changed_service_ports", changes.len().to_string()),
+    ]);
+    let Err(error) = result else {
+        fields.push(("rss_mb", rss_mb().to_string()));
+        emit(args, measurement, &fields);
+        return Ok(true);
+    };
+    let message = chain(&error);
+    eprintln!("kproxy-bench: {measurement}: sync failed: {message}");
+    fields.push(("error", serde_json::Value::String(message).to_string()));
+    emit(args, measurement, &fields);
+    // What the reconciler does after a failed sync; the next measurements start from a
+    // dataplane that matches the tracker again.
+    dataplane
+        .full_sync(&state)
+        .await
+        .map_err(|e| sync_failed(&format!("full sync after the failed {measurement}"), &e))?;
+    Ok(false)
+}
+
+/// The bulk partial syncs, in order; returns the names of those that failed.
+async fn bulk(
+    args: &Args,
+    tracker: &mut ServiceChangeTracker,
+    dataplane: &mut dyn Dataplane,
+    full_sync: Duration,
+) -> kproxy_rig::Result<Vec<&'static str>> {
+    let mut failed = Vec::new();
+    // Beyond the cluster and the incremental_service_add Services.
+    let first_new = args.services + args.repeats;
+    let created = first_new..first_new + BULK_SERVICES;
+
+    for i in created.clone() {
+        check_converted("bulk_create", tracker.upsert_service(&service(i)))?;
+        check_converted(
+            "bulk_create",
+            tracker.upsert_endpoint_slice(&slice(i, args.endpoints, 0)),
+        )?;
+    }
+    if !bulk_sync(
+        args,
+        "bulk_create",
+        BULK_SERVICES,
+        tracker,
+        dataplane,
+        full_sync,
+    )
+    .await?
+    {
+        failed.push("bulk_create");
+    }
+
+    // Every Service of the cluster is at generation 0 (incremental_endpoint put them back);
+    // generation 1 makes endpoint 0 of each unready.
+    let changed = BULK_ENDPOINT_SERVICES.min(args.services);
+    for i in 0..changed {
+        check_converted(
+            "bulk_endpoints",
+            tracker.upsert_endpoint_slice(&slice(i, args.endpoints, 1)),
+        )?;
+    }
+    if !bulk_sync(
+        args,
+        "bulk_endpoints",
+        changed,
+        tracker,
+        dataplane,
+        full_sync,
+    )
+    .await?
+    {
+        failed.push("bulk_endpoints");
+    }
+
+    for i in created.clone() {
+        let (namespace, name) = key_of(&service(i).metadata);
+        tracker.delete_service(&namespace, &name);
+        let (namespace, name) = key_of(&slice(i, args.endpoints, 0).metadata);
+        tracker.delete_endpoint_slice(&namespace, &name);
+    }
+    if !bulk_sync(
+        args,
+        "bulk_delete",
+        BULK_SERVICES,
+        tracker,
+        dataplane,
+        full_sync,
+    )
+    .await?
+    {
+        failed.push("bulk_delete");
+    }
+
+    let ports: Vec<(String, i32)> = MANY_PORTS
+        .enumerate()
+        .map(|(k, port)| (format!("p{k}"), port))
+        .collect();
+    let i = created.end;
+    check_converted(
+        "many_ports",
+        tracker.upsert_service(&service_with_ports(i, &ports)),
+    )?;
+    check_converted(
+        "many_ports",
+        tracker.upsert_endpoint_slice(&slice_with_ports(i, args.endpoints, &ports)),
+    )?;
+    if !bulk_sync(args, "many_ports", 1, tracker, dataplane, full_sync).await? {
+        failed.push("many_ports");
+    }
+    Ok(failed)
 }
 
 fn emit(args: &Args, measurement: &str, fields: &[(&str, String)]) {
@@ -106,8 +364,9 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
     dataplane
         .full_sync(&tracker.state())
         .await
-        .map_err(|e| kproxy_rig::Error::Backend(format!("full sync failed: {e:?}")))?;
-    let full_sync_ms = millis(started.elapsed());
+        .map_err(|e| sync_failed("full sync", &e))?;
+    let full_sync = started.elapsed();
+    let full_sync_ms = millis(full_sync);
     emit(
         args,
         "full_sync",
@@ -129,7 +388,7 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
         dataplane
             .sync(&tracker.state(), &changes)
             .await
-            .map_err(|e| kproxy_rig::Error::Backend(format!("sync failed: {e:?}")))?;
+            .map_err(|e| sync_failed("sync", &e))?;
         endpoint_samples.push(millis(started.elapsed()));
         // Put it back so every round changes exactly one endpoint of a settled cluster.
         tracker.upsert_endpoint_slice(&slice(target, args.endpoints, 0));
@@ -137,7 +396,7 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
         dataplane
             .sync(&tracker.state(), &changes)
             .await
-            .map_err(|e| kproxy_rig::Error::Backend(format!("sync failed: {e:?}")))?;
+            .map_err(|e| sync_failed("sync", &e))?;
     }
     emit(
         args,
@@ -169,7 +428,7 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
         dataplane
             .sync(&tracker.state(), &changes)
             .await
-            .map_err(|e| kproxy_rig::Error::Backend(format!("sync failed: {e:?}")))?;
+            .map_err(|e| sync_failed("sync", &e))?;
         service_samples.push(millis(started.elapsed()));
     }
     emit(
@@ -192,23 +451,44 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
         ],
     );
 
-    let listing = node_ns
-        .exec("nft", &["list", "ruleset"], None)
-        .unwrap_or_default();
-    let chains = listing
-        .lines()
-        .filter(|l| l.trim_start().starts_with("chain "))
-        .count();
-    emit(
-        args,
-        "ruleset",
-        &[
-            ("ruleset_lines", listing.lines().count().to_string()),
-            ("chains", chains.to_string()),
-            ("peak_rss_mb", peak_rss_mb().to_string()),
-        ],
-    );
-    Ok(())
+    let failed = if args.bulk {
+        bulk(args, &mut tracker, dataplane.as_mut(), full_sync).await?
+    } else {
+        Vec::new()
+    };
+
+    if args.skip_ruleset_listing {
+        emit(
+            args,
+            "peak_rss",
+            &[("peak_rss_mb", peak_rss_mb().to_string())],
+        );
+    } else {
+        let listing = node_ns
+            .exec("nft", &["list", "ruleset"], None)
+            .unwrap_or_default();
+        let chains = listing
+            .lines()
+            .filter(|l| l.trim_start().starts_with("chain "))
+            .count();
+        emit(
+            args,
+            "ruleset",
+            &[
+                ("ruleset_lines", listing.lines().count().to_string()),
+                ("chains", chains.to_string()),
+                ("peak_rss_mb", peak_rss_mb().to_string()),
+            ],
+        );
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(kproxy_rig::Error::Backend(format!(
+            "bulk syncs failed: {} (errors above)",
+            failed.join(", ")
+        )))
+    }
 }
 
 fn main() -> ExitCode {

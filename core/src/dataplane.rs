@@ -10,12 +10,38 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A dataplane could not apply a sync. The reconciler retries with backoff, and the next
 /// attempt is a full sync.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+///
+/// Its `Display` is the whole chain of causes (`nftables transaction failed: the kernel refused
+/// `add element …`: File exists`), so that a log line or a status tells the operator why;
+/// [`source`](std::error::Error::source) still gives the typed cause to code that inspects it.
+#[derive(Debug)]
 pub struct DataplaneError {
     message: String,
-    #[source]
     source: Option<BoxError>,
+}
+
+impl std::fmt::Display for DataplaneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut written = self.message.clone();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(error) = cause {
+            let text = error.to_string();
+            // Many errors print their cause themselves; say each thing once.
+            if !written.contains(&text) {
+                written.push_str(": ");
+                written.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&written)
+    }
+}
+
+impl std::error::Error for DataplaneError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
 }
 
 impl DataplaneError {
@@ -77,4 +103,28 @@ pub trait Dataplane: Send {
     ///
     /// When some of it could not be removed.
     async fn cleanup(&mut self) -> Result<(), DataplaneError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the kernel refused `add element x`: {0}")]
+    struct Refused(#[source] std::io::Error);
+
+    #[test]
+    fn the_display_carries_every_cause_once() {
+        let error = DataplaneError::with_source(
+            "nftables transaction failed",
+            Refused(std::io::Error::from_raw_os_error(17)),
+        );
+        let text = error.to_string();
+        assert!(
+            text.starts_with("nftables transaction failed: the kernel refused"),
+            "{text}"
+        );
+        assert_eq!(text.matches("File exists").count(), 1, "{text}");
+        assert!(std::error::Error::source(&error).is_some());
+    }
 }

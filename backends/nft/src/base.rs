@@ -6,6 +6,7 @@ use kproxy_core::plan::{ClusterIpMasquerade, LocalTraffic, NodePortDestinations}
 use crate::names::*;
 use crate::render::{FamilyContext, POD_CIDRS};
 use crate::transaction::{BaseChain, Op, Transaction};
+use crate::values::{Key, SetSpec};
 
 /// The base chains, as upstream: filters run before DNAT (on pre-DNAT addresses), except the
 /// post-DNAT output check.
@@ -77,21 +78,22 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
         ("set", HAIRPIN, format!("type {addr} . {addr} ;")),
     ] {
         tx.push(Op::AddSet {
-            kind,
             name: name.to_owned(),
-            spec,
+            spec: SetSpec::Declared { kind, body: spec },
         });
     }
     if let LocalTraffic::SourceCidrs(local_cidrs) = &plan.local_traffic {
         tx.push(Op::AddSet {
-            kind: "set",
             name: POD_CIDRS.to_owned(),
-            spec: format!("type {addr} ; flags interval ;"),
+            spec: SetSpec::Declared {
+                kind: "set",
+                body: format!("type {addr} ; flags interval ;"),
+            },
         });
         for cidr in local_cidrs {
             tx.push(Op::AddElement {
                 set: POD_CIDRS.to_owned(),
-                key: cidr.to_string(),
+                key: Key::Prefix(*cidr),
                 value: None,
             });
         }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kproxy_core::{
-    ChangeSet, Dataplane, DataplaneError, IpFamily, ProxyConfig, ProxyState, ServicePortName,
+    ChangeSet, Dataplane, DataplaneError, IpFamily, Protocol, ProxyConfig, ProxyState,
+    ServicePortName,
 };
 
 use crate::base::write_base;
@@ -16,9 +17,10 @@ use crate::names;
 use crate::render::{Element, FamilyContext, PortRules, render_port};
 use crate::slots::Slots;
 use crate::transaction::{Op, Transaction};
+use crate::values::{Key, SetSpec, Value};
 
 /// The service ports that want one shared element, with the value each wants.
-type Owners = Vec<(Arc<ServicePortName>, Option<String>)>;
+type Owners = Vec<(Arc<ServicePortName>, Option<Value>)>;
 
 /// What this dataplane believes one family's table holds.
 #[derive(Debug, Default)]
@@ -27,7 +29,7 @@ struct FamilyTable {
     /// Every service port that wants a shared element, with the value it wants, sorted by
     /// port; the first owner's value is the one programmed. A short vector, not a map: nearly
     /// every element has one owner, and a map node per element would dominate memory.
-    owners: HashMap<(String, String), Owners>,
+    owners: HashMap<(String, Key), Owners>,
     endpoint_maps: BTreeSet<String>,
     /// How many keys each shared set holds, to drop endpoint maps that emptied.
     set_sizes: HashMap<String, usize>,
@@ -40,9 +42,9 @@ struct FamilyTable {
 }
 
 impl FamilyTable {
-    fn effective(&self, set: &str, key: &str) -> Option<Option<String>> {
+    fn effective(&self, set: &str, key: &Key) -> Option<Option<Value>> {
         self.owners
-            .get(&(set.to_owned(), key.to_owned()))
+            .get(&(set.to_owned(), key.clone()))
             .and_then(|owners| owners.first())
             .map(|(_, value)| value.clone())
     }
@@ -174,11 +176,10 @@ fn full_table(
     ports.sort_by(|a, b| a.0.cmp(b.0));
     let mut element_sets: BTreeSet<&str> = BTreeSet::new();
     for (_, rules) in &ports {
-        for (name, set) in &rules.sets {
+        for (name, spec) in &rules.sets {
             tx.push(Op::AddSet {
-                kind: set.kind,
                 name: name.clone(),
-                spec: set.spec.clone(),
+                spec: spec.clone(),
             });
         }
         element_sets.extend(rules.elements.iter().map(|e| e.set.as_str()));
@@ -189,7 +190,7 @@ fn full_table(
         .map(|s| (*s).to_owned())
         .collect();
     for map in &endpoint_maps {
-        tx.push(endpoint_map_op(family, map));
+        tx.push(endpoint_map_op(map));
     }
     for (_, rules) in &ports {
         for chain in rules.chains.keys() {
@@ -203,7 +204,7 @@ fn full_table(
             }
         }
     }
-    let mut elements: Vec<(&(String, String), Option<String>)> = table
+    let mut elements: Vec<(&(String, Key), Option<Value>)> = table
         .owners
         .iter()
         .filter_map(|(key, owners)| owners.first().map(|(_, value)| (key, value.clone())))
@@ -221,16 +222,11 @@ fn full_table(
 }
 
 /// Declares an endpoint map; its name carries its protocol (see [`names::endpoint_map`]).
-fn endpoint_map_op(family: IpFamily, name: &str) -> Op {
-    let ipx = names::family_keyword(family);
-    let protocol = name
-        .strip_prefix(names::ENDPOINT_MAP_PREFIX)
-        .and_then(|rest| rest.split('-').next())
-        .unwrap_or("tcp");
+fn endpoint_map_op(name: &str) -> Op {
+    let protocol = names::endpoint_map_protocol(name).unwrap_or(Protocol::Tcp);
     Op::AddSet {
-        kind: "map",
         name: name.to_owned(),
-        spec: format!("typeof numgen random mod 1 : {ipx} daddr . {protocol} dport ;"),
+        spec: SetSpec::EndpointMap(protocol),
     }
 }
 
@@ -257,7 +253,7 @@ fn partial_table(
     let mut chain_rules = Vec::new();
     let mut removed_chains = Vec::new();
     let mut removed_sets = Vec::new();
-    let mut prior: BTreeMap<(String, String), Option<Option<String>>> = BTreeMap::new();
+    let mut prior: BTreeMap<(String, Key), Option<Option<Value>>> = BTreeMap::new();
 
     for (name, change) in changes.iter() {
         let old = table.ports.remove(name).unwrap_or_default();
@@ -299,16 +295,15 @@ fn partial_table(
         for (set, spec) in &new.sets {
             if !old.sets.contains_key(set) {
                 add_sets.push(Op::AddSet {
-                    kind: spec.kind,
                     name: set.clone(),
-                    spec: spec.spec.clone(),
+                    spec: spec.clone(),
                 });
             }
         }
         for (set, spec) in &old.sets {
             if !new.sets.contains_key(set) {
                 removed_sets.push(Op::DeleteSet {
-                    kind: spec.kind,
+                    kind: spec.kind(),
                     name: set.clone(),
                 });
             }
@@ -350,7 +345,7 @@ fn partial_table(
             if set.starts_with(names::ENDPOINT_MAP_PREFIX)
                 && table.endpoint_maps.insert(set.clone())
             {
-                add_sets.push(endpoint_map_op(family, &set));
+                add_sets.push(endpoint_map_op(&set));
             }
             add_elements.push(Op::AddElement { set, key, value });
         }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use kproxy_core::IpFamily;
 
 use crate::error::NftError;
+use crate::integrity::{Probe, TableFacts};
 use crate::kernel::NftKernel;
 use crate::names::family_keyword;
 use crate::transaction::{BaseChain, Op, Transaction};
@@ -28,6 +29,7 @@ struct FakeSet {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct FakeTable {
+    handle: u64,
     chains: BTreeMap<String, FakeChain>,
     sets: BTreeMap<String, FakeSet>,
 }
@@ -61,6 +63,20 @@ impl FakeNft {
     /// The nft input of the last batch applied successfully.
     pub fn last_batch(&self) -> String {
         self.lock().last_batch.clone()
+    }
+
+    /// Deletes a table as someone else would (`nft delete table`), outside any sync.
+    pub fn delete_table(&self, family: IpFamily) {
+        self.lock().tables.remove(&family);
+    }
+
+    /// Removes every rule of a table as someone else would (`nft flush table`).
+    pub fn flush_table(&self, family: IpFamily) {
+        if let Some(table) = self.lock().tables.get_mut(&family) {
+            for chain in table.chains.values_mut() {
+                chain.rules.clear();
+            }
+        }
     }
 
     /// How many batches were applied successfully.
@@ -168,7 +184,11 @@ fn apply_op(
     op: &Op,
 ) -> Result<(), String> {
     if let Op::AddTable = op {
-        tables.entry(family).or_default();
+        let next_handle = tables.values().map(|t| t.handle).max().unwrap_or(0) + 1;
+        tables.entry(family).or_insert_with(|| FakeTable {
+            handle: next_handle,
+            ..FakeTable::default()
+        });
         return Ok(());
     }
     if let Op::DeleteTable = op {
@@ -215,21 +235,24 @@ fn apply_op(
             table.chains.remove(name);
         }
         Op::AddRule { chain, rule } => {
-            check_references(table, rule)?;
+            let rule = rule.to_string();
+            check_references(table, &rule)?;
             table
                 .chains
                 .get_mut(chain)
                 .ok_or(format!("No such file or directory: chain {chain}"))?
                 .rules
-                .push(rule.clone());
+                .push(rule);
         }
-        Op::AddSet { kind, name, spec } => {
+        Op::AddSet { name, spec } => {
+            let kind = spec.kind();
+            let body = spec.body(family);
             let set = table.sets.entry(name.clone()).or_insert_with(|| FakeSet {
                 kind,
-                spec: spec.clone(),
+                spec: body.clone(),
                 elements: BTreeMap::new(),
             });
-            if set.spec != *spec {
+            if set.spec != body {
                 return Err(format!("File exists: {kind} {name} with another type"));
             }
         }
@@ -251,7 +274,9 @@ fn apply_op(
             table.sets.remove(name);
         }
         Op::AddElement { set, key, value } => {
-            if let Some(value) = value {
+            let key = key.to_string();
+            let value = value.as_ref().map(ToString::to_string);
+            if let Some(value) = &value {
                 check_references(table, value)?;
             }
             let target = table
@@ -261,12 +286,12 @@ fn apply_op(
             if target.kind == "map" && value.is_none() {
                 return Err(format!("map {set} needs a value for {key}"));
             }
-            match target.elements.get(key) {
-                Some(existing) if existing != value => {
+            match target.elements.get(&key) {
+                Some(existing) if *existing != value => {
                     return Err(format!("File exists: element {key} in {set}"));
                 }
                 _ => {
-                    target.elements.insert(key.clone(), value.clone());
+                    target.elements.insert(key, value);
                 }
             }
         }
@@ -277,7 +302,7 @@ fn apply_op(
                 .ok_or(format!("No such file or directory: set {set}"))?;
             target
                 .elements
-                .remove(key)
+                .remove(&key.to_string())
                 .ok_or(format!("No such file or directory: element {key} in {set}"))?;
         }
     }
@@ -310,5 +335,35 @@ impl NftKernel for FakeNft {
 
     async fn list(&mut self, family: IpFamily) -> Result<String, NftError> {
         Ok(self.dump(family))
+    }
+
+    async fn inspect(
+        &mut self,
+        family: IpFamily,
+        probe: &Probe,
+    ) -> Result<Option<TableFacts>, NftError> {
+        let state = self.lock();
+        let Some(table) = state.tables.get(&family) else {
+            return Ok(None);
+        };
+        Ok(Some(TableFacts {
+            handle: table.handle,
+            uses: u32::try_from(table.chains.len() + table.sets.len()).unwrap_or(u32::MAX),
+            rules: probe
+                .chains
+                .iter()
+                .map(|chain| table.chains.get(chain).map_or(0, |c| c.rules.len()))
+                .collect(),
+            elements: probe
+                .elements
+                .iter()
+                .map(|(set, key)| {
+                    table
+                        .sets
+                        .get(set)
+                        .is_some_and(|s| s.elements.contains_key(&key.to_string()))
+                })
+                .collect(),
+        }))
     }
 }

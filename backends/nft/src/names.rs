@@ -82,6 +82,16 @@ pub fn endpoint_map(protocol: Protocol, shard: u32) -> String {
     )
 }
 
+/// The protocol of the endpoint map `name`, or `None` when `name` is not an endpoint map.
+pub fn endpoint_map_protocol(name: &str) -> Option<Protocol> {
+    match name.strip_prefix(ENDPOINT_MAP_PREFIX)?.split('-').next()? {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        "sctp" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
 /// The prefix of every endpoint map's name.
 pub const ENDPOINT_MAP_PREFIX: &str = "endpoints-";
 

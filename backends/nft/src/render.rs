@@ -18,27 +18,21 @@ use kproxy_core::{Balancing, IpFamily, ProxyConfig, ProxyState, ServicePortState
 
 use crate::names::{self, ENDPOINT_MAP_SHARDS, MARK_FOR_MASQUERADE, REJECT_CHAIN};
 use crate::slots::Slots;
+use crate::values::{DnatRule, Key, Rule, SetSpec, Value, Verdict};
 
 /// An element a service port wants in a shared set or map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Element {
     pub(crate) set: String,
-    pub(crate) key: String,
-    pub(crate) value: Option<String>,
-}
-
-/// A set owned by one service port (`kind` is `set` or `map`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OwnedSet {
-    pub(crate) kind: &'static str,
-    pub(crate) spec: String,
+    pub(crate) key: Key,
+    pub(crate) value: Option<Value>,
 }
 
 /// Everything one service port contributes to one family's table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PortRules {
-    pub(crate) chains: BTreeMap<String, Vec<String>>,
-    pub(crate) sets: BTreeMap<String, OwnedSet>,
+    pub(crate) chains: BTreeMap<String, Vec<Rule>>,
+    pub(crate) sets: BTreeMap<String, SetSpec>,
     pub(crate) elements: BTreeSet<Element>,
     /// The chains that hold a slot in the endpoint maps.
     pub(crate) slotted: BTreeSet<String>,
@@ -92,12 +86,16 @@ impl<'a> FamilyContext<'a> {
     }
 }
 
-/// The `numgen` generator of a balancing mode.
+/// The `numgen` generator of a balancing mode (for the affinity chains' inline vmap).
 fn numgen(balancing: Balancing) -> &'static str {
     match balancing {
         Balancing::Random => "random",
         Balancing::RoundRobin => "inc",
     }
+}
+
+fn goto(chain: &str) -> Option<Value> {
+    Some(Value::Verdict(Verdict::Goto(chain.to_owned())))
 }
 
 /// `10.0.0.1:80` or `[fd00::1]:80`.
@@ -120,7 +118,6 @@ pub(crate) fn render_port(
         return out;
     };
     let name = plan.name;
-    let proto = plan.protocol.as_lower_str();
     let cluster_chain = names::cluster_chain(name);
     let local_chain = names::local_chain(name);
     let external_chain = names::external_chain(name);
@@ -128,14 +125,14 @@ pub(crate) fn render_port(
         Policy::Cluster => &cluster_chain,
         Policy::Local => &local_chain,
     };
-    let no_endpoints_verdict = |route: Route| -> Option<String> {
+    let no_endpoints_verdict = |route: Route| -> Option<Value> {
         match route {
             Route::Endpoints(_) => None,
-            Route::Drop => Some("drop".to_owned()),
-            Route::Reject => Some(format!("goto {REJECT_CHAIN}")),
+            Route::Drop => Some(Value::Verdict(Verdict::Drop)),
+            Route::Reject => goto(REJECT_CHAIN),
         }
     };
-    let mut element = |set: &str, key: String, value: Option<String>| {
+    let mut element = |set: &str, key: Key, value: Option<Value>| {
         out.elements.insert(Element {
             set: set.to_owned(),
             key,
@@ -144,14 +141,12 @@ pub(crate) fn render_port(
     };
 
     // Destinations.
-    let cluster_key = format!("{} . {proto} . {}", plan.cluster_ip, plan.port);
-    element(names::CLUSTER_IPS, plan.cluster_ip.to_string(), None);
+    let cluster_key = Key::Destination(plan.cluster_ip, plan.protocol, plan.port);
+    element(names::CLUSTER_IPS, Key::Address(plan.cluster_ip), None);
     match plan.internal {
-        Route::Endpoints(policy) => element(
-            names::SERVICE_IPS,
-            cluster_key,
-            Some(format!("goto {}", policy_chain(policy))),
-        ),
+        Route::Endpoints(policy) => {
+            element(names::SERVICE_IPS, cluster_key, goto(policy_chain(policy)))
+        }
         route => element(
             names::NO_ENDPOINT_SERVICES,
             cluster_key,
@@ -163,33 +158,21 @@ pub(crate) fn render_port(
     if let Some(external) = &plan.external {
         let external_verdict = no_endpoints_verdict(external.route);
         for destination in &external.destinations {
-            let key = format!("{} . {proto} . {}", destination.ip, plan.port);
+            let key = Key::Destination(destination.ip, plan.protocol, plan.port);
             if external.has_chain() {
-                element(
-                    names::SERVICE_IPS,
-                    key.clone(),
-                    Some(format!("goto {external_chain}")),
-                );
+                element(names::SERVICE_IPS, key.clone(), goto(&external_chain));
             }
             if destination.load_balancer && firewall.is_some() {
-                element(
-                    names::FIREWALL_IPS,
-                    key.clone(),
-                    Some(format!("goto {firewall_chain}")),
-                );
+                element(names::FIREWALL_IPS, key.clone(), goto(&firewall_chain));
             }
             if let Some(verdict) = &external_verdict {
                 element(names::NO_ENDPOINT_SERVICES, key, Some(verdict.clone()));
             }
         }
         if let Some(node_port) = external.node_port {
-            let key = format!("{proto} . {node_port}");
+            let key = Key::NodePort(plan.protocol, node_port);
             if external.has_chain() {
-                element(
-                    names::SERVICE_NODEPORTS,
-                    key.clone(),
-                    Some(format!("goto {external_chain}")),
-                );
+                element(names::SERVICE_NODEPORTS, key.clone(), goto(&external_chain));
             }
             if let Some(verdict) = &external_verdict {
                 element(names::NO_ENDPOINT_NODEPORTS, key, Some(verdict.clone()));
@@ -199,16 +182,20 @@ pub(crate) fn render_port(
             let rules = out.chains.entry(external_chain.clone()).or_default();
             if external.short_circuit_local_traffic {
                 if let Some(local) = &ctx.if_local {
-                    rules.push(format!("{local} goto {cluster_chain}"));
+                    rules.push(Rule::Text(format!("{local} goto {cluster_chain}")));
                 }
-                rules.push(format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"));
-                rules.push(format!("fib saddr type local goto {cluster_chain}"));
+                rules.push(Rule::Text(format!(
+                    "fib saddr type local jump {MARK_FOR_MASQUERADE}"
+                )));
+                rules.push(Rule::Text(format!(
+                    "fib saddr type local goto {cluster_chain}"
+                )));
             }
             if external.masquerade {
-                rules.push(format!("jump {MARK_FOR_MASQUERADE}"));
+                rules.push(Rule::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.to_owned())));
             }
             if let Some(policy) = external.route.policy() {
-                rules.push(format!("goto {}", policy_chain(policy)));
+                rules.push(Rule::Verdict(Verdict::Goto(policy_chain(policy).clone())));
             }
         }
     }
@@ -228,16 +215,20 @@ pub(crate) fn render_port(
 }
 
 /// The firewall rule of a load-balancer port with source ranges.
-fn firewall_rule(ctx: &FamilyContext<'_>, firewall: &Firewall) -> String {
+fn firewall_rule(ctx: &FamilyContext<'_>, firewall: &Firewall) -> Rule {
     match firewall {
-        Firewall::DropAll => "drop".to_owned(),
+        Firewall::DropAll => Rule::Verdict(Verdict::Drop),
         Firewall::Allow { ranges, vips } => {
             let allowed: Vec<String> = ranges
                 .iter()
                 .map(ToString::to_string)
                 .chain(vips.iter().map(ToString::to_string))
                 .collect();
-            format!("{} saddr != {{ {} }} drop", ctx.ipx, allowed.join(", "))
+            Rule::Text(format!(
+                "{} saddr != {{ {} }} drop",
+                ctx.ipx,
+                allowed.join(", ")
+            ))
         }
     }
 }
@@ -262,9 +253,9 @@ fn endpoint_rules(
             let affinity_set = names::affinity_set(plan.name, endpoint.address, endpoint.port);
             out.sets.insert(
                 affinity_set.clone(),
-                OwnedSet {
+                SetSpec::Declared {
                     kind: "set",
-                    spec: format!(
+                    body: format!(
                         "type {}_addr ; flags dynamic,timeout ; timeout {timeout_seconds}s ;",
                         if ctx.family() == IpFamily::V4 {
                             "ipv4"
@@ -277,19 +268,21 @@ fn endpoint_rules(
             out.chains
                 .entry(chain.to_owned())
                 .or_default()
-                .push(format!("{ipx} saddr @{affinity_set} goto {endpoint_chain}"));
+                .push(Rule::Text(format!(
+                    "{ipx} saddr @{affinity_set} goto {endpoint_chain}"
+                )));
             out.chains.insert(
                 endpoint_chain.clone(),
                 vec![
-                    format!(
+                    Rule::Text(format!(
                         "{ipx} saddr {} jump {MARK_FOR_MASQUERADE}",
                         endpoint.address
-                    ),
-                    format!("update @{affinity_set} {{ {ipx} saddr }}"),
-                    format!(
+                    )),
+                    Rule::Text(format!("update @{affinity_set} {{ {ipx} saddr }}")),
+                    Rule::Text(format!(
                         "meta l4proto {proto} dnat {ipx} to {}",
                         socket(endpoint.address, endpoint.port)
-                    ),
+                    )),
                 ],
             );
             verdicts.push(format!("{i} : goto {endpoint_chain}"));
@@ -297,11 +290,11 @@ fn endpoint_rules(
         out.chains
             .entry(chain.to_owned())
             .or_default()
-            .push(format!(
+            .push(Rule::Text(format!(
                 "numgen {numgen} mod {} vmap {{ {} }}",
                 endpoints.len(),
                 verdicts.join(", ")
-            ));
+            )));
         return;
     }
 
@@ -318,13 +311,13 @@ fn endpoint_rules(
         let key = base + u32::try_from(i).unwrap_or(u32::MAX);
         out.elements.insert(Element {
             set: map.clone(),
-            key: key.to_string(),
-            value: Some(format!("{} . {}", endpoint.address, endpoint.port)),
+            key: Key::Slot(key),
+            value: Some(Value::Endpoint(endpoint.address, endpoint.port)),
         });
         if planned.hairpin {
             out.elements.insert(Element {
                 set: names::HAIRPIN.to_owned(),
-                key: format!("{} . {}", endpoint.address, endpoint.address),
+                key: Key::AddressPair(endpoint.address, endpoint.address),
                 value: None,
             });
         }
@@ -332,7 +325,12 @@ fn endpoint_rules(
     out.chains
         .entry(chain.to_owned())
         .or_default()
-        .push(format!(
-            "meta l4proto {proto} dnat {ipx} to numgen {numgen} mod {count} offset {base} map @{map}"
-        ));
+        .push(Rule::Dnat(DnatRule {
+            family: ctx.family(),
+            protocol: plan.protocol,
+            balancing: plan.balancing,
+            modulus: u32::try_from(count).unwrap_or(u32::MAX),
+            offset: base,
+            map,
+        }));
 }

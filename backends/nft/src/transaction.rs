@@ -8,6 +8,7 @@ use std::fmt;
 use kproxy_core::IpFamily;
 
 use crate::names::{TABLE, family_keyword};
+use crate::values::{Key, Rule, SetSpec, Value};
 
 /// The hook of a base chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,17 +49,15 @@ pub enum Op {
     AddRule {
         /// The chain.
         chain: String,
-        /// The rule, in nft syntax.
-        rule: String,
+        /// The rule.
+        rule: Rule,
     },
     /// Creates a set or map if missing.
     AddSet {
-        /// `set` or `map`.
-        kind: &'static str,
         /// The set.
         name: String,
-        /// Its declaration body (`type ... ; flags ... ;`).
-        spec: String,
+        /// What kind of set it is.
+        spec: SetSpec,
     },
     /// Removes every element of a set or map.
     FlushSet {
@@ -78,17 +77,17 @@ pub enum Op {
     AddElement {
         /// The set.
         set: String,
-        /// The key, in nft syntax.
-        key: String,
+        /// The key.
+        key: Key,
         /// The value of a map element.
-        value: Option<String>,
+        value: Option<Value>,
     },
     /// Deletes an element by key.
     DeleteElement {
         /// The set.
         set: String,
-        /// The key, in nft syntax.
-        key: String,
+        /// The key.
+        key: Key,
     },
 }
 
@@ -129,7 +128,7 @@ impl Transaction {
     }
 
     /// Appends a rule.
-    pub fn rule(&mut self, chain: &str, rule: impl Into<String>) {
+    pub fn rule(&mut self, chain: &str, rule: impl Into<Rule>) {
         self.push(Op::AddRule {
             chain: chain.to_owned(),
             rule: rule.into(),
@@ -165,9 +164,12 @@ impl fmt::Display for Transaction {
                 Op::FlushChain { name } => writeln!(f, "flush chain {table} {name}")?,
                 Op::DeleteChain { name } => writeln!(f, "delete chain {table} {name}")?,
                 Op::AddRule { chain, rule } => writeln!(f, "add rule {table} {chain} {rule}")?,
-                Op::AddSet { kind, name, spec } => {
-                    writeln!(f, "add {kind} {table} {name} {{ {spec} }}")?
-                }
+                Op::AddSet { name, spec } => writeln!(
+                    f,
+                    "add {} {table} {name} {{ {} }}",
+                    spec.kind(),
+                    spec.body(self.family)
+                )?,
                 Op::FlushSet { kind, name } => writeln!(f, "flush {kind} {table} {name}")?,
                 Op::DeleteSet { kind, name } => writeln!(f, "delete {kind} {table} {name}")?,
                 Op::AddElement { set, .. } | Op::DeleteElement { set, .. } => {
@@ -210,7 +212,7 @@ fn write_element(f: &mut fmt::Formatter<'_>, op: &Op) -> fmt::Result {
         Op::AddElement {
             key, value: None, ..
         }
-        | Op::DeleteElement { key, .. } => f.write_str(key),
+        | Op::DeleteElement { key, .. } => write!(f, "{key}"),
         _ => Ok(()),
     }
 }
@@ -235,13 +237,13 @@ mod tests {
         for key in ["1.1.1.1", "2.2.2.2"] {
             tx.push(Op::AddElement {
                 set: "s".into(),
-                key: key.into(),
+                key: Key::Address(key.parse().unwrap()),
                 value: None,
             });
         }
         tx.push(Op::DeleteElement {
             set: "m".into(),
-            key: "3.3.3.3 . tcp . 80".into(),
+            key: Key::Destination("3.3.3.3".parse().unwrap(), kproxy_core::Protocol::Tcp, 80),
         });
         assert_eq!(
             tx.to_string(),

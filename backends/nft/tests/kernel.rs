@@ -155,7 +155,7 @@ async fn connections_survive_hundreds_of_syncs_and_new_ones_never_fail() {
 async fn a_refused_transaction_leaves_the_ruleset_and_the_next_sync_is_full() {
     require_kernel();
     let error = kernel::a_refused_sync_keeps_the_state(&Nftables::default(), &config()).await;
-    let chain = format!("{error:?}");
+    let chain = error.to_string();
     assert!(
         chain.contains("File exists"),
         "the error carries nft's message: {chain}"

@@ -48,6 +48,12 @@ impl<'a> Attributes<'a> {
         self
     }
 
+    /// Writes a nested attribute whose content was encoded beforehand (e.g. a list measured
+    /// element by element to split it over messages).
+    pub fn nested_bytes(&mut self, kind: u16, content: &[u8]) -> &mut Self {
+        self.bytes(kind | NLA_F_NESTED, content)
+    }
+
     /// Writes a NUL-terminated string attribute.
     pub fn string(&mut self, kind: u16, value: &str) -> &mut Self {
         let len = 4 + value.len() + 1;

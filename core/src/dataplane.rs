@@ -62,6 +62,15 @@ impl DataplaneError {
     }
 }
 
+/// What [`Dataplane::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    /// Everything the last sync programmed is in place.
+    Intact,
+    /// Something was changed from outside; the text says what was noticed first.
+    Damaged(String),
+}
+
 /// Programs a datapath from the desired state.
 ///
 /// Implementations own their kernel (or userspace) objects entirely. The reconciler calls
@@ -96,6 +105,20 @@ pub trait Dataplane: Send {
     ///
     /// When the datapath refused the update; nothing of it may have been applied.
     async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError>;
+
+    /// Checks cheaply that what the last sync programmed is still in place: firewall reloads
+    /// and other agents delete or flush rules they do not own. The reconciler asks on every
+    /// sync that has no changes to apply (the periodic ones) and answers
+    /// [`Integrity::Damaged`] — or an error — with a full sync.
+    ///
+    /// The default answers [`Integrity::Intact`]: right for a datapath nobody else can touch.
+    ///
+    /// # Errors
+    ///
+    /// When the check itself could not be made.
+    async fn verify(&mut self) -> Result<Integrity, DataplaneError> {
+        Ok(Integrity::Intact)
+    }
 
     /// Removes everything this dataplane ever programmed.
     ///

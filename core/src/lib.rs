@@ -42,7 +42,7 @@ mod tracker;
 pub use changes::{Change, ChangeSet};
 pub use config::{Balancing, LocalTrafficDetector, NodePortAddresses, ProxyConfig};
 pub use convert::ConversionOptions;
-pub use dataplane::{BoxError, Dataplane, DataplaneError};
+pub use dataplane::{BoxError, Dataplane, DataplaneError, Integrity};
 pub use error::{ModelError, ObjectKind, ObjectRef};
 pub use handle::TrackerHandle;
 pub use model::{

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::{Dataplane, DataplaneError, Integrity};
 use crate::handle::TrackerHandle;
 use crate::readiness::Readiness;
 
@@ -74,6 +74,9 @@ pub struct SyncStatus {
     pub partial_syncs: u64,
     /// Failed attempts.
     pub failures: u64,
+    /// Full syncs made because [`Dataplane::verify`] found the rules damaged from outside (or
+    /// could not check them).
+    pub repairs: u64,
     /// The message of the last failure.
     pub last_error: Option<String>,
 }
@@ -147,7 +150,13 @@ impl Reconciler {
             }
             last_run = Some(Instant::now());
             requested = false;
-            retry_at = match self.sync_once().await {
+            // Shutdown does not wait for a sync in flight: the kernel applies a batch all or
+            // nothing, so abandoning it leaves either the old rules or the new ones.
+            let outcome = tokio::select! {
+                outcome = self.sync_once() => outcome,
+                () = &mut shutdown => return self.dataplane,
+            };
+            retry_at = match outcome {
                 Ok(_) => None,
                 Err(_) => Some(Instant::now() + self.backoff()),
             };
@@ -182,6 +191,21 @@ impl Reconciler {
             .min(self.config.sync_period)
     }
 
+    /// Asks the dataplane whether its rules are intact; `true` when they must be rewritten.
+    async fn rules_need_repair(&mut self) -> bool {
+        match self.dataplane.verify().await {
+            Ok(Integrity::Intact) => false,
+            Ok(Integrity::Damaged(found)) => {
+                tracing::warn!(dataplane = self.dataplane.name(), %found, "rules were changed from outside; repairing them with a full sync");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(dataplane = self.dataplane.name(), %error, "could not check the rules; rewriting them with a full sync");
+                true
+            }
+        }
+    }
+
     /// Drains the tracker and applies the changes, fully when required.
     ///
     /// # Errors
@@ -197,7 +221,7 @@ impl Reconciler {
         let full_due = self
             .last_full
             .is_none_or(|at| at.elapsed() >= self.config.full_sync_period);
-        let kind = if self.needs_full || full_due || changes.context_changed() {
+        let mut kind = if self.needs_full || full_due || changes.context_changed() {
             SyncKind::Full
         } else if changes.is_empty() {
             SyncKind::Skipped
@@ -205,6 +229,10 @@ impl Reconciler {
             SyncKind::Partial
         };
         let started = Instant::now();
+        if kind == SyncKind::Skipped && self.rules_need_repair().await {
+            kind = SyncKind::Full;
+            self.status.send_modify(|status| status.repairs += 1);
+        }
         let result = match kind {
             SyncKind::Full => self.dataplane.full_sync(&state).await,
             SyncKind::Partial => self.dataplane.sync(&state, &changes).await,

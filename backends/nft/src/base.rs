@@ -21,6 +21,36 @@ const BASE_CHAINS: &[(&str, &str, &str, i32)] = &[
     (NAT_POSTROUTING, "nat", "postrouting", 100),
 ];
 
+/// The regular chains of the fixed part: dispatch and helpers.
+const HELPER_CHAINS: [&str; 8] = [
+    SERVICES,
+    MASQUERADING,
+    MARK_FOR_MASQUERADE,
+    REJECT_CHAIN,
+    FIREWALL_CHECK,
+    SERVICE_ENDPOINTS_CHECK,
+    NODEPORT_ENDPOINTS_CHECK,
+    CLUSTER_IPS_CHECK,
+];
+
+/// Every chain of the fixed part: only a full sync writes their rules.
+pub(crate) fn fixed_chains() -> impl Iterator<Item = &'static str> {
+    BASE_CHAINS
+        .iter()
+        .map(|(name, ..)| *name)
+        .chain(HELPER_CHAINS)
+}
+
+/// The shared maps and sets whose emptying the drift check notices.
+pub(crate) const DISPATCH_SETS: [&str; 6] = [
+    SERVICE_IPS,
+    SERVICE_NODEPORTS,
+    NO_ENDPOINT_SERVICES,
+    NO_ENDPOINT_NODEPORTS,
+    FIREWALL_IPS,
+    CLUSTER_IPS,
+];
+
 /// Which helper chain each base chain jumps to, and on what condition.
 const JUMPS: &[(&str, &str, &str)] = &[
     (FILTER_INPUT, "ct state new", NODEPORT_ENDPOINTS_CHECK),
@@ -54,16 +84,7 @@ pub(crate) fn write_base(ctx: &FamilyContext<'_>, tx: &mut Transaction) {
             }),
         });
     }
-    for name in [
-        SERVICES,
-        MASQUERADING,
-        MARK_FOR_MASQUERADE,
-        REJECT_CHAIN,
-        FIREWALL_CHECK,
-        SERVICE_ENDPOINTS_CHECK,
-        NODEPORT_ENDPOINTS_CHECK,
-        CLUSTER_IPS_CHECK,
-    ] {
+    for name in HELPER_CHAINS {
         tx.chain(name);
     }
     let destination_map = format!("type {addr} . inet_proto . inet_service : verdict ;");

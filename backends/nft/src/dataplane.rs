@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kproxy_core::{
-    ChangeSet, Dataplane, DataplaneError, IpFamily, Protocol, ProxyConfig, ProxyState,
+    ChangeSet, Dataplane, DataplaneError, Integrity, IpFamily, Protocol, ProxyConfig, ProxyState,
     ServicePortName,
 };
 
-use crate::base::write_base;
+use crate::base::{DISPATCH_SETS, fixed_chains, write_base};
 use crate::error::NftError;
+use crate::integrity::{Probe, TableFacts};
 use crate::kernel::NftKernel;
 use crate::names;
 use crate::render::{Element, FamilyContext, PortRules, render_port};
@@ -90,6 +91,19 @@ pub struct NftDataplane {
     tables: BTreeMap<IpFamily, FamilyTable>,
     needs_full: bool,
     chain_deletion_delay: Duration,
+    seen: Seen,
+}
+
+/// What the drift check compares the kernel with, recorded after every sync.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The ruleset generation after this backend's last commit, when nobody else committed
+    /// since the state was last known intact: the kernel at this generation needs no check.
+    generation: Option<u32>,
+    /// Per family: the table's handle and use count after the last sync.
+    tables: BTreeMap<IpFamily, (u64, u32)>,
+    /// Per family: the fixed chains and how many rules the last full sync gave each.
+    fixed_rules: BTreeMap<IpFamily, Vec<(String, usize)>>,
 }
 
 /// How long an emptied chain waits before a sync deletes it (see `FamilyTable::stale_chains`).
@@ -112,6 +126,7 @@ impl NftDataplane {
             tables: BTreeMap::new(),
             needs_full: true,
             chain_deletion_delay: CHAIN_DELETION_DELAY,
+            seen: Seen::default(),
         }
     }
 
@@ -134,6 +149,90 @@ impl NftDataplane {
             .iter()
             .map(|family| full_table(&self.config, state, *family).0)
             .collect()
+    }
+
+    /// Records what the drift check compares with, after a successful sync. The generation is
+    /// trusted only when this sync's commit is the one commit since the last trusted state (or
+    /// the sync was full); otherwise the next check inspects.
+    async fn record(&mut self, full: bool) {
+        let previous = self.seen.generation.take();
+        let generation = self.kernel.generation().await.ok().flatten();
+        self.seen.tables.clear();
+        for family in self.config.ip_families.clone() {
+            if let Ok(Some(facts)) = self.kernel.inspect(family, &Probe::default()).await {
+                self.seen.tables.insert(family, (facts.handle, facts.uses));
+            }
+        }
+        let after = self.kernel.generation().await.ok().flatten();
+        let consistent = generation.is_some() && generation == after;
+        let ours_only = full || previous.is_some_and(|p| generation == Some(p.wrapping_add(1)));
+        self.seen.generation = if consistent && ours_only {
+            generation
+        } else {
+            None
+        };
+    }
+
+    /// The questions the drift check asks about `family`'s table.
+    fn probe(&self, family: IpFamily) -> Probe {
+        let chains = self
+            .seen
+            .fixed_rules
+            .get(&family)
+            .map(|rules| rules.iter().map(|(chain, _)| chain.clone()).collect())
+            .unwrap_or_default();
+        let mut elements = Vec::new();
+        if let Some(table) = self.tables.get(&family) {
+            for set in DISPATCH_SETS {
+                let sample = table
+                    .ports
+                    .values()
+                    .flat_map(|rules| rules.elements.iter())
+                    .find(|element| element.set == set);
+                if let Some(element) = sample {
+                    elements.push((element.set.clone(), element.key.clone()));
+                }
+            }
+        }
+        Probe { chains, elements }
+    }
+
+    /// What differs between the kernel's answers and what the last sync left, if anything.
+    fn damage(
+        &self,
+        family: IpFamily,
+        probe: &Probe,
+        facts: Option<&TableFacts>,
+    ) -> Option<String> {
+        let table = format!("table {} {}", names::family_keyword(family), names::TABLE);
+        let Some(facts) = facts else {
+            return Some(format!("{table} is gone"));
+        };
+        if let Some((handle, uses)) = self.seen.tables.get(&family) {
+            if facts.handle != *handle {
+                return Some(format!("{table} was deleted and made again"));
+            }
+            if facts.uses != *uses {
+                return Some(format!(
+                    "{table} holds {} chains and sets, the last sync left {uses}",
+                    facts.uses
+                ));
+            }
+        }
+        let expected = self.seen.fixed_rules.get(&family).into_iter().flatten();
+        for ((chain, want), have) in expected.zip(&facts.rules) {
+            if want != have {
+                return Some(format!(
+                    "chain {chain} of {table} holds {have} rules, the last full sync wrote {want}"
+                ));
+            }
+        }
+        for ((set, key), present) in probe.elements.iter().zip(&facts.elements) {
+            if !present {
+                return Some(format!("element {key} is missing from {set} of {table}"));
+            }
+        }
+        None
     }
 
     async fn apply(&mut self, transactions: &[Transaction]) -> Result<(), DataplaneError> {
@@ -219,6 +318,20 @@ fn full_table(
     }
     table.endpoint_maps = endpoint_maps;
     (tx, table)
+}
+
+/// How many rules a full-sync transaction writes into each fixed chain.
+fn fixed_rule_counts(tx: &Transaction) -> Vec<(String, usize)> {
+    fixed_chains()
+        .map(|chain| {
+            let rules = tx
+                .ops()
+                .iter()
+                .filter(|op| matches!(op, Op::AddRule { chain: c, .. } if c == chain))
+                .count();
+            (chain.to_owned(), rules)
+        })
+        .collect()
 }
 
 /// Declares an endpoint map; its name carries its protocol (see [`names::endpoint_map`]).
@@ -422,7 +535,9 @@ impl Dataplane for NftDataplane {
             }
         }
         // On failure the model above is ahead of the kernel; `apply` marks the next sync full.
-        self.apply(&transactions).await
+        self.apply(&transactions).await?;
+        self.record(false).await;
+        Ok(())
     }
 
     async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
@@ -434,9 +549,33 @@ impl Dataplane for NftDataplane {
             tables.insert(*family, table);
         }
         self.apply(&transactions).await?;
+        self.seen.fixed_rules = transactions
+            .iter()
+            .map(|tx| (tx.family(), fixed_rule_counts(tx)))
+            .collect();
         self.tables = tables;
         self.needs_full = false;
+        self.record(true).await;
         Ok(())
+    }
+
+    async fn verify(&mut self) -> Result<Integrity, DataplaneError> {
+        let failed =
+            |error: NftError| DataplaneError::with_source("nftables drift check failed", error);
+        let generation = self.kernel.generation().await.map_err(failed)?;
+        if generation.is_some() && generation == self.seen.generation {
+            return Ok(Integrity::Intact);
+        }
+        for family in self.config.ip_families.clone() {
+            let probe = self.probe(family);
+            let facts = self.kernel.inspect(family, &probe).await.map_err(failed)?;
+            if let Some(damage) = self.damage(family, &probe, facts.as_ref()) {
+                return Ok(Integrity::Damaged(damage));
+            }
+        }
+        // Someone else committed, but not to this table.
+        self.seen.generation = generation;
+        Ok(Integrity::Intact)
     }
 
     async fn cleanup(&mut self) -> Result<(), DataplaneError> {

@@ -90,6 +90,7 @@ pub struct Reconciler {
     status: watch::Sender<SyncStatus>,
     needs_full: bool,
     last_full: Option<Instant>,
+    last_verified: Option<Instant>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -117,6 +118,7 @@ impl Reconciler {
             status: watch::Sender::new(SyncStatus::default()),
             needs_full: true,
             last_full: None,
+            last_verified: None,
         }
     }
 
@@ -229,9 +231,17 @@ impl Reconciler {
             SyncKind::Partial
         };
         let started = Instant::now();
-        if kind == SyncKind::Skipped && self.rules_need_repair().await {
-            kind = SyncKind::Full;
-            self.status.send_modify(|status| status.repairs += 1);
+        // Every sync with nothing to apply checks the rules, and so does a busy one when the
+        // last check is a sync period old: churn must not hide damage.
+        let verify_due = self
+            .last_verified
+            .is_none_or(|at| at.elapsed() >= self.config.sync_period);
+        if kind != SyncKind::Full && (kind == SyncKind::Skipped || verify_due) {
+            self.last_verified = Some(Instant::now());
+            if self.rules_need_repair().await {
+                kind = SyncKind::Full;
+                self.status.send_modify(|status| status.repairs += 1);
+            }
         }
         let result = match kind {
             SyncKind::Full => self.dataplane.full_sync(&state).await,

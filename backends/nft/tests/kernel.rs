@@ -13,7 +13,7 @@ use kproxy_core::{
     Balancing, ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, ProxyConfig,
     ServiceChangeTracker,
 };
-use kproxy_nft::{NftCommand, NftDataplane};
+use kproxy_nft::{NftCommand, NftDataplane, NftKernel};
 use kproxy_rig::probe::{self, Outcome, Probe};
 use kproxy_rig::{NetNs, World, netns};
 use proptest::prelude::*;
@@ -231,4 +231,147 @@ async fn round_robin_cycles_through_the_endpoints() {
         .await
         .expect("partial sync");
     assert_cycles(&answers(&world, &service, 12).await, 4);
+}
+
+/// A change of any size is one partial sync over netlink (no failure, no fallback to nft) and
+/// leaves the ruleset a full sync of the same state makes: 2,000 Services created, the
+/// endpoints of 3,000 changed, 2,000 deleted, one Service with 5,000 ports added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_changes_are_partial_syncs_equal_to_full_ones() {
+    use kproxy_objects::synthetic::{service, service_with_ports, slice, slice_with_ports};
+
+    require_kernel();
+    let config = ProxyConfig {
+        ip_families: vec![IpFamily::V4],
+        local_detector: LocalTrafficDetector::ClusterCidr(vec![
+            "10.0.0.0/8".parse().expect("valid"),
+        ]),
+        service_cidrs: vec!["172.16.0.0/12".parse().expect("valid")],
+        ..ProxyConfig::default()
+    };
+    let node = NetNs::new("bulk").expect("namespace");
+    let reference = NetNs::new("bulk-ref").expect("namespace");
+    let kernel = NftCommand::in_netns(node.name());
+    let mut dataplane = NftDataplane::new(config.clone(), Box::new(kernel.clone()))
+        .with_chain_deletion_delay(Duration::ZERO);
+    let mut tracker = ServiceChangeTracker::new(kernel::node(), ConversionOptions::default());
+    for i in 0..3_000 {
+        tracker.upsert_service(&service(i));
+        tracker.upsert_endpoint_slice(&slice(i, 10, 0));
+    }
+    tracker.drain();
+    dataplane
+        .full_sync(&tracker.state())
+        .await
+        .expect("full sync");
+    let ports: Vec<(String, i32)> = (0..5_000).map(|p| (format!("p{p}"), 10_000 + p)).collect();
+
+    type Step = Box<dyn Fn(&mut ServiceChangeTracker)>;
+    let steps: Vec<(&str, Step)> = vec![
+        (
+            "2,000 Services created",
+            Box::new(|t| {
+                for i in 3_000..5_000 {
+                    t.upsert_service(&service(i));
+                    t.upsert_endpoint_slice(&slice(i, 10, 0));
+                }
+            }),
+        ),
+        (
+            "the endpoints of 3,000 Services changed",
+            Box::new(|t| {
+                for i in 0..3_000 {
+                    t.upsert_endpoint_slice(&slice(i, 10, 1));
+                }
+            }),
+        ),
+        (
+            "2,000 Services deleted",
+            Box::new(|t| {
+                for i in 3_000..5_000 {
+                    t.delete_service(&format!("ns-{}", i % 100), &format!("svc-{i}"));
+                    t.delete_endpoint_slice(&format!("ns-{}", i % 100), &format!("svc-{i}-abcde"));
+                }
+            }),
+        ),
+        (
+            "one Service with 5,000 ports added",
+            Box::new(move |t| {
+                t.upsert_service(&service_with_ports(9_000, &ports));
+                t.upsert_endpoint_slice(&slice_with_ports(9_000, 10, &ports));
+            }),
+        ),
+    ];
+    for (what, step) in steps {
+        step(&mut tracker);
+        let changes = tracker.drain();
+        assert!(!changes.is_empty(), "{what}: something changed");
+        dataplane
+            .sync(&tracker.state(), &changes)
+            .await
+            .unwrap_or_else(|error| panic!("{what}: the partial sync failed: {error}"));
+        assert_eq!(
+            kernel.fallbacks(),
+            0,
+            "{what}: went through nft instead of netlink"
+        );
+        // Emptied chains are deleted by the next sync (chain_deletion_delay is zero).
+        let empty = tracker.drain();
+        dataplane
+            .sync(&tracker.state(), &empty)
+            .await
+            .expect("settling sync");
+        let mut full = NftDataplane::new(
+            config.clone(),
+            Box::new(NftCommand::in_netns(reference.name())),
+        );
+        full.full_sync(&tracker.state())
+            .await
+            .expect("reference full sync");
+        let (incremental, reference) = (normalized_listing(&node), normalized_listing(&reference));
+        assert!(
+            incremental == reference,
+            "{what}: the partial sync's ruleset differs from a full sync's ({} vs {} bytes)",
+            incremental.len(),
+            reference.len()
+        );
+    }
+}
+
+/// A kernel that never answers (a netlink peer that swallows every batch) fails the sync
+/// after the timeout, naming the wait, instead of hanging it; the next sync is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_that_never_answers_fails_the_sync_in_bounded_time() {
+    require_kernel();
+    let node = NetNs::new("mute").expect("namespace");
+    let swallower = kproxy_netlink::NetlinkSocket::open_peer(kproxy_netlink::NETLINK_NETFILTER)
+        .expect("a netlink socket");
+    let kernel = NftCommand::in_netns(node.name())
+        .with_timeouts(Duration::from_millis(500), kproxy_nft::NFT_TIMEOUT)
+        .with_netlink_peer(swallower.port().expect("port"));
+    let mut dataplane = NftDataplane::new(config(), Box::new(kernel));
+    let mut tracker = ServiceChangeTracker::new(kernel::node(), ConversionOptions::default());
+    tracker.upsert_service(&simple_service("a", "172.30.0.1"));
+    tracker.upsert_endpoint_slice(&simple_slice("a", &["10.180.0.1"]));
+    tracker.drain();
+    // Full syncs go through nft, which reaches the real kernel.
+    dataplane
+        .full_sync(&tracker.state())
+        .await
+        .expect("full sync");
+    tracker.upsert_endpoint_slice(&simple_slice("a", &["10.180.0.1", "10.180.0.2"]));
+    let changes = tracker.drain();
+    let started = std::time::Instant::now();
+    let error = dataplane
+        .sync(&tracker.state(), &changes)
+        .await
+        .expect_err("nobody answered the batch");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(3), "failed after {waited:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("no answer from the kernel within"),
+        "{error}"
+    );
 }

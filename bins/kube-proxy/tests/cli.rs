@@ -103,3 +103,87 @@ fn a_missing_nft_is_one_clear_error_and_exit_1() {
         "no sync was attempted: {stderr}"
     );
 }
+
+/// SIGTERM stops the proxy within a few seconds even while a sync hangs (here an `nft` that
+/// never returns). Runs in a namespace of its own, with a PATH whose `nft` sleeps on `-f`.
+#[test]
+fn sigterm_stops_the_proxy_during_a_hanging_sync() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    if let Err(error) = kproxy_rig::netns::check_environment() {
+        panic!("this test cannot run here: {error}");
+    }
+    let ns = kproxy_rig::NetNs::new("hang").expect("namespace");
+    let dir = std::env::temp_dir().join(format!("kproxy-hanging-nft-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("syncing");
+    let real_nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nft is installed (scripts/install-deps.sh)");
+    let script = dir.join("nft");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -f ]; then touch {}; exec sleep 600; fi\nexec {real_nft} \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo");
+    let mut args = kproxy_rig::process::test_args("demo-node", "10.244.0.0/16", &[]);
+    args.extend(["--netns", ns.name(), "--manifests", manifests].map(String::from));
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", dir.display());
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env("PATH", path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM failed");
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(5) {
+            child.kill().ok();
+            panic!("the proxy did not stop within 5 s of SIGTERM during a hanging sync");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        signalled.elapsed()
+    );
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .ok();
+    assert!(
+        status.success() || status.code().is_some(),
+        "{status:?}: {stderr}"
+    );
+}

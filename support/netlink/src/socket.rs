@@ -88,14 +88,32 @@ impl NetlinkSocket {
         }
     }
 
+    /// Opens a socket in the calling thread's namespace that is connected to nobody: it
+    /// takes datagrams from any port. A test's stand-in for a kernel that never answers:
+    /// point another socket at its [`port`](Self::port).
+    ///
+    /// # Errors
+    ///
+    /// [`NetlinkError::Socket`] when the socket cannot be made.
+    pub fn open_peer(protocol: isize) -> Result<Self, NetlinkError> {
+        Self::open_with(protocol, false)
+    }
+
     fn open_here(protocol: isize) -> Result<Self, NetlinkError> {
+        Self::open_with(protocol, true)
+    }
+
+    fn open_with(protocol: isize, to_kernel: bool) -> Result<Self, NetlinkError> {
         let mut socket = Socket::new(protocol).map_err(|e| NetlinkError::socket("socket", e))?;
         socket
             .bind_auto()
             .map_err(|e| NetlinkError::socket("bind", e))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| NetlinkError::socket("connect", e))?;
+        // A socket connected to the kernel takes datagrams only from the kernel.
+        if to_kernel {
+            socket
+                .connect(&SocketAddr::new(0, 0))
+                .map_err(|e| NetlinkError::socket("connect", e))?;
+        }
         // Extended acks carry the kernel's own message and the blamed attribute; capped acks
         // keep an error answer small instead of echoing the whole refused message.
         socket

@@ -10,11 +10,9 @@ use kproxy_netlink::{
 
 /// A socket whose peer is another socket that reads nothing (a kernel that never answers).
 fn pair() -> (NetlinkSocket, NetlinkSocket) {
-    let mut swallower = NetlinkSocket::open(NETLINK_NETFILTER, &Namespace::Current)
-        .expect("a netlink socket (needs root)");
+    let swallower =
+        NetlinkSocket::open_peer(NETLINK_NETFILTER).expect("a netlink socket (needs root)");
     let mut socket = NetlinkSocket::open(NETLINK_NETFILTER, &Namespace::Current).unwrap();
-    // A connected socket takes datagrams only from its peer.
-    swallower.connect_to_port(socket.port().unwrap()).unwrap();
     socket.connect_to_port(swallower.port().unwrap()).unwrap();
     (swallower, socket)
 }

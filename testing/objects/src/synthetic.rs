@@ -74,3 +74,40 @@ pub fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
         }]),
     }
 }
+
+/// Service `i` with `ports` (name, port) instead of its one port 80, all TCP.
+pub fn service_with_ports(i: usize, ports: &[(String, i32)]) -> Service {
+    let mut svc = service(i);
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.ports = Some(
+            ports
+                .iter()
+                .map(|(name, port)| ServicePort {
+                    name: Some(name.clone()),
+                    port: *port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+    }
+    svc
+}
+
+/// The EndpointSlice of Service `i` with `endpoints` endpoints, each listening on every one
+/// of `ports` (name, port), all TCP.
+pub fn slice_with_ports(i: usize, endpoints: usize, ports: &[(String, i32)]) -> EndpointSlice {
+    let mut eps = slice(i, endpoints, 0);
+    eps.ports = Some(
+        ports
+            .iter()
+            .map(|(name, port)| EndpointPort {
+                name: Some(name.clone()),
+                port: Some(*port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    eps
+}

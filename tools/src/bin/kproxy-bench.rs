@@ -20,7 +20,7 @@ use kproxy_core::{
     ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig,
     ServiceChangeTracker,
 };
-use kproxy_objects::synthetic::{service, slice};
+use kproxy_objects::synthetic::{service, service_with_ports, slice, slice_with_ports};
 use kproxy_rig::NetNs;
 
 /// Measures a backend's sync times at cluster scale, with a real kernel in a throwaway
@@ -113,43 +113,6 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 fn sync_failed(what: &str, error: &kproxy_core::DataplaneError) -> kproxy_rig::Error {
     kproxy_rig::Error::Backend(format!("{what} failed: {}", chain(error)))
-}
-
-/// Service `i` with `ports` (name, port) instead of its one port 80, all TCP.
-fn service_with_ports(i: usize, ports: &[(String, i32)]) -> Service {
-    let mut svc = service(i);
-    if let Some(spec) = svc.spec.as_mut() {
-        spec.ports = Some(
-            ports
-                .iter()
-                .map(|(name, port)| ServicePort {
-                    name: Some(name.clone()),
-                    port: *port,
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                })
-                .collect(),
-        );
-    }
-    svc
-}
-
-/// The EndpointSlice of Service `i` with `endpoints` endpoints, each listening on every one
-/// of `ports` (name, port), all TCP.
-fn slice_with_ports(i: usize, endpoints: usize, ports: &[(String, i32)]) -> EndpointSlice {
-    let mut eps = slice(i, endpoints, 0);
-    eps.ports = Some(
-        ports
-            .iter()
-            .map(|(name, port)| EndpointPort {
-                name: Some(name.clone()),
-                port: Some(*port),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            })
-            .collect(),
-    );
-    eps
 }
 
 /// The namespace and name of a synthetic object.

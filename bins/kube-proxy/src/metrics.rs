@@ -45,6 +45,7 @@ pub(crate) struct Metrics {
     pub(crate) changes_pending: Gauge,
     no_local_endpoints: Family<TrafficPolicy, Gauge>,
     sync_failures: Counter,
+    repairs: Counter,
     healthz: Family<Code, Counter>,
     livez: Family<Code, Counter>,
     invalid_fields: Family<Kind, Counter>,
@@ -79,6 +80,7 @@ impl Metrics {
             changes_pending: Gauge::default(),
             no_local_endpoints: Family::default(),
             sync_failures: Counter::default(),
+            repairs: Counter::default(),
             healthz: Family::default(),
             livez: Family::default(),
             invalid_fields: Family::default(),
@@ -160,6 +162,11 @@ impl Metrics {
             metrics.invalid_fields.clone(),
         );
         registry.register(
+            "kubeproxy_rs_sync_repairs",
+            "Full syncs made because the rules were found changed from outside (or could not be checked)",
+            metrics.repairs.clone(),
+        );
+        registry.register(
             "kubeproxy_rs_watch_errors",
             "Watch failures that led to a retry",
             metrics.watch_errors.clone(),
@@ -219,6 +226,9 @@ impl Metrics {
         if status.failures > previous.failures {
             self.sync_failures
                 .inc_by(status.failures - previous.failures);
+        }
+        if status.repairs > previous.repairs {
+            self.repairs.inc_by(status.repairs - previous.repairs);
         }
         if status.last_success == previous.last_success {
             return;
@@ -405,6 +415,7 @@ mod tests {
             "kubeproxy_sync_proxy_rules_service_changes_total",
             "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
             "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
+            "kubeproxy_rs_sync_repairs_total",
             "process_resident_memory_bytes",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

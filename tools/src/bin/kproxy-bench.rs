@@ -14,8 +14,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use kproxy_core::{
     ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig,
     ServiceChangeTracker,

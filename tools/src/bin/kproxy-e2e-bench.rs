@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_apiserver::ApiServer;
@@ -35,6 +35,75 @@ struct Args {
     /// How many single-endpoint changes to time.
     #[arg(long, default_value_t = 100)]
     changes: usize,
+    /// After the single changes, bulk churn through the API server: 2,000 Services created,
+    /// the endpoints of 3,000 changed, 2,000 deleted; each waited for, with the peak RSS.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    bulk: bool,
+}
+
+/// Waits until kube-proxy reports a sync that finished after `since` (seconds since the
+/// epoch) and returns how long after `since` it finished.
+async fn synced_after(ns: &NetNs, metrics: SocketAddr, since: f64, what: &str) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(done) = last_sync(ns, metrics)
+            && done >= since
+        {
+            return Ok(done - since);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::World(format!(
+                "{what} was not programmed within 120 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn epoch_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Bulk churn through the API server; one line per step with kube-proxy's peak RSS so far.
+async fn bulk(args: &Args, ns: &NetNs, server: &ApiServer, pid: u32) -> Result<()> {
+    let first_new = args.services + 1_000;
+    let steps: [(&str, usize); 3] = [
+        ("bulk_create_2000", 2_000),
+        ("bulk_endpoints_3000", 3_000.min(args.services)),
+        ("bulk_delete_2000", 2_000),
+    ];
+    for (measurement, count) in steps {
+        let since = epoch_seconds();
+        for n in 0..count {
+            match measurement {
+                "bulk_create_2000" => {
+                    server.create(&service(first_new + n))?;
+                    server.create(&slice(first_new + n, args.endpoints, 0))?;
+                }
+                "bulk_endpoints_3000" => {
+                    server.update(&slice(n, args.endpoints, 1_001))?;
+                }
+                _ => {
+                    let i = first_new + n;
+                    let namespace = format!("ns-{}", i % 100);
+                    server.delete::<Service>(Some(&namespace), &format!("svc-{i}"))?;
+                    server.delete::<EndpointSlice>(Some(&namespace), &format!("svc-{i}-abcde"))?;
+                }
+            }
+        }
+        let took = synced_after(ns, METRICS_ADDRESS, epoch_seconds(), measurement).await?;
+        println!(
+            "{{\"measurement\":\"{measurement}\",\"services\":{},\"endpoints_per_service\":{},\"seconds_from_first_write\":{:.3},\"after_last_write_s\":{took:.3},\"kube_proxy_peak_rss_mb\":{}}}",
+            args.services,
+            args.endpoints,
+            epoch_seconds() - since,
+            peak_rss_mb(pid)
+        );
+    }
+    Ok(())
 }
 
 /// The synthetic slice of Service `i`, stamped with the change's trigger time as the
@@ -168,6 +237,9 @@ async fn run(args: &Args) -> Result<()> {
         "{{\"measurement\":\"kube_proxy_peak_rss_mb\",\"value\":{}}}",
         peak_rss_mb(pid)
     );
+    if args.bulk {
+        bulk(args, &ns, &server, pid).await?;
+    }
     proxy.stop(Duration::from_secs(10)).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -107,6 +107,8 @@ fn a_missing_nft_is_one_clear_error_and_exit_1() {
 /// SIGTERM stops the proxy within a few seconds even while a sync hangs (here an `nft` that
 /// never returns). Runs in a namespace of its own, with a PATH whose `nft` sleeps on `-f`.
 #[test]
+// A plain test thread polling a child process: there is no runtime to block.
+#[allow(clippy::disallowed_methods)]
 fn sigterm_stops_the_proxy_during_a_hanging_sync() {
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};

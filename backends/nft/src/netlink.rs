@@ -54,8 +54,8 @@ const NFT_NG_INCREMENTAL: u32 = 0;
 const NFT_NG_RANDOM: u32 = 1;
 // nf_tables attribute numbers.
 const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_TABLE_USE: u16 = 4;
-const NFTA_TABLE_HANDLE: u16 = 5;
+const NFTA_TABLE_USE: u16 = 3;
+const NFTA_TABLE_HANDLE: u16 = 4;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_RULE_TABLE: u16 = 1;
@@ -70,6 +70,7 @@ const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
+const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -79,6 +80,8 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -324,7 +327,7 @@ fn encode_op(
             };
             w.string(NFTA_SET_TABLE, TABLE)
                 .string(NFTA_SET_NAME, name)
-                .u32_be(NFTA_SET_FLAGS, NFT_SET_MAP)
+                .u32_be(NFTA_SET_FLAGS, NFT_SET_MAP | NFT_SET_INTERVAL)
                 .u32_be(NFTA_SET_KEY_TYPE, TYPE_INTEGER)
                 .u32_be(NFTA_SET_KEY_LEN, 4)
                 .u32_be(NFTA_SET_DATA_TYPE, data_type)
@@ -402,15 +405,16 @@ fn element_message(
     )
 }
 
-/// Writes one element (`NFTA_LIST_ELEM`) of an element operation; `None` for a key or value
-/// this encoder does not write (an interval) or of the other family.
+/// Writes one element operation: one `NFTA_LIST_ELEM`, or two for a range of an interval map
+/// (its first key, and the key after its last flagged as the interval's end, as nft writes
+/// them for the kernel's rbtree sets). `None` for a key or value this encoder does not write
+/// (a prefix) or of the other family.
 fn encode_element(out: &mut Vec<u8>, op: &Op, family: IpFamily) -> Option<()> {
     let (key, value) = match op {
         Op::AddElement { key, value, .. } => (key, value.as_ref()),
         Op::DeleteElement { key, .. } => (key, None),
         _ => return None,
     };
-    let key = key_bytes(key, family)?;
     let value = match value {
         None => None,
         Some(Value::Endpoint(ip, port)) => {
@@ -422,11 +426,29 @@ fn encode_element(out: &mut Vec<u8>, op: &Op, family: IpFamily) -> Option<()> {
         Some(Value::Verdict(verdict)) => Some(Err(verdict)),
     };
     let mut w = Attributes::new(out);
+    if let Key::Slots { first, last } = key {
+        // The interval maps' keys are big-endian: the DNAT rule converts numgen's number.
+        list_element(&mut w, &first.to_be_bytes(), value.as_ref(), 0);
+        let end = last.checked_add(1)?;
+        list_element(&mut w, &end.to_be_bytes(), None, NFT_SET_ELEM_INTERVAL_END);
+    } else {
+        list_element(&mut w, &key_bytes(key, family)?, value.as_ref(), 0);
+    }
+    w.finish().ok()
+}
+
+/// One `NFTA_LIST_ELEM`: a key, its value if any, and element flags if any.
+fn list_element(
+    w: &mut Attributes<'_>,
+    key: &[u8],
+    value: Option<&Result<Vec<u8>, &Verdict>>,
+    flags: u32,
+) {
     w.nest(NFTA_LIST_ELEM, |w| {
         w.nest(NFTA_SET_ELEM_KEY, |w| {
-            w.bytes(NFTA_DATA_VALUE, &key);
+            w.bytes(NFTA_DATA_VALUE, key);
         });
-        match &value {
+        match value {
             Some(Ok(data)) => {
                 w.nest(NFTA_SET_ELEM_DATA, |w| {
                     w.bytes(NFTA_DATA_VALUE, data);
@@ -437,8 +459,10 @@ fn encode_element(out: &mut Vec<u8>, op: &Op, family: IpFamily) -> Option<()> {
             }
             None => {}
         }
+        if flags != 0 {
+            w.u32_be(NFTA_SET_ELEM_FLAGS, flags);
+        }
     });
-    w.finish().ok()
 }
 
 fn write_verdict(w: &mut Attributes<'_>, verdict: &Verdict) {
@@ -483,8 +507,8 @@ fn protocol_number(protocol: Protocol) -> u8 {
 fn key_bytes(key: &Key, family: IpFamily) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(24);
     match key {
-        // numgen writes a host-order integer.
-        Key::Slot(slot) => component(&mut out, &slot.to_ne_bytes()),
+        // Ranges are written by `encode_element`.
+        Key::Slots { .. } => return None,
         Key::Address(ip) => address(&mut out, *ip, family)?,
         Key::AddressPair(a, b) => {
             address(&mut out, *a, family)?;
@@ -538,6 +562,15 @@ fn dnat_expressions(w: &mut Attributes<'_>, rule: &DnatRule) {
             },
         ); // NFTA_NG_TYPE
         w.u32_be(4, rule.offset); // NFTA_NG_OFFSET
+    });
+    // byteorder reg 1 = hton(reg 1, 4, 4): the endpoint maps are interval maps, whose keys
+    // are big-endian.
+    expression(w, "byteorder", |w| {
+        w.u32_be(1, NFT_REG_1); // NFTA_BYTEORDER_SREG
+        w.u32_be(2, NFT_REG_1); // NFTA_BYTEORDER_DREG
+        w.u32_be(3, 1); // NFTA_BYTEORDER_OP = NFT_BYTEORDER_HTON
+        w.u32_be(4, 4); // NFTA_BYTEORDER_LEN
+        w.u32_be(5, 4); // NFTA_BYTEORDER_SIZE
     });
     // lookup reg 1 set M dreg 1
     expression(w, "lookup", |w| {
@@ -738,10 +771,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(key, [172, 30, 0, 1, 6, 0, 0, 0, 0, 80, 0, 0]);
-        assert_eq!(
-            key_bytes(&Key::Slot(65_536), IpFamily::V4).unwrap(),
-            65_536u32.to_ne_bytes()
-        );
+        // As nft writes 65536-65538 : 10.0.0.1 . 8080 to an interval map: the first key with
+        // its value, then the key after the last flagged as the end.
+        let mut range = Vec::new();
+        encode_element(
+            &mut range,
+            &Op::AddElement {
+                set: "endpoints-tcp-001".into(),
+                key: Key::Slots {
+                    first: 65_536,
+                    last: 65_538,
+                },
+                value: Some(Value::Endpoint(ip("10.0.0.1"), 8080)),
+            },
+            IpFamily::V4,
+        )
+        .unwrap();
+        let start = [0, 1, 0, 0];
+        let end = [0, 1, 0, 3];
+        let at = |needle: &[u8]| range.windows(needle.len()).position(|w| w == needle);
+        assert!(at(&start).unwrap() < at(&[10, 0, 0, 1]).unwrap());
+        assert!(at(&[10, 0, 0, 1]).unwrap() < at(&end).unwrap());
+        assert!(range.ends_with(&[0, 0, 0, 1]), "the end element's flags");
         assert!(key_bytes(&Key::Address(ip("fd00::1")), IpFamily::V4).is_none());
         assert_eq!(
             endpoint_map_userdata(IpFamily::V4, Protocol::Tcp).len(),
@@ -806,7 +857,10 @@ mod tests {
         let ops = (0..20_000u32)
             .map(|i| Op::AddElement {
                 set: "endpoints-tcp-001".into(),
-                key: Key::Slot(i),
+                key: Key::Slots {
+                    first: i * 2,
+                    last: i * 2 + 1,
+                },
                 value: Some(Value::Endpoint(ip("10.0.0.1"), 8080)),
             })
             .collect();
@@ -828,7 +882,7 @@ mod tests {
         let ops: Vec<Op> = (0..10u32)
             .map(|i| Op::DeleteElement {
                 set: "endpoints-tcp-001".into(),
-                key: Key::Slot(i),
+                key: Key::Slots { first: i, last: i },
             })
             .collect();
         let transaction = tx(ops.clone());

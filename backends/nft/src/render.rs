@@ -18,7 +18,7 @@ use kproxy_core::{Balancing, IpFamily, ProxyConfig, ProxyState, ServicePortState
 
 use crate::names::{self, ENDPOINT_MAP_SHARDS, MARK_FOR_MASQUERADE, REJECT_CHAIN};
 use crate::slots::Slots;
-use crate::values::{DnatRule, Key, Rule, SetSpec, Value, Verdict};
+use crate::values::{DnatRule, Key, RANDOM_MODULUS, Rule, SetSpec, Value, Verdict};
 
 /// An element a service port wants in a shared set or map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -303,15 +303,25 @@ fn endpoint_rules(
     let shard = slot % ENDPOINT_MAP_SHARDS;
     let base = (slot / ENDPOINT_MAP_SHARDS) << 16;
     let map = names::endpoint_map(plan.protocol, shard);
-    // A slot holds 65,536 keys; an endpoint set larger than that is cut, never wrapped into
-    // another service's keys.
-    let count = endpoints.len().min(1 << 16);
+    // Random balancing spreads RANDOM_MODULUS keys over the endpoints; round robin counts
+    // through one key per endpoint. An endpoint set larger than the keys is cut, never wrapped
+    // into another service's keys.
+    let modulus = match plan.balancing {
+        Balancing::Random => RANDOM_MODULUS,
+        Balancing::RoundRobin => u32::try_from(endpoints.len())
+            .unwrap_or(u32::MAX)
+            .min(RANDOM_MODULUS),
+    };
+    let count = endpoints.len().min(modulus as usize);
     for (i, planned) in endpoints.iter().take(count).enumerate() {
         let endpoint = planned.endpoint;
-        let key = base + u32::try_from(i).unwrap_or(u32::MAX);
+        let (first, last) = key_range(i, count, modulus);
         out.elements.insert(Element {
             set: map.clone(),
-            key: Key::Slot(key),
+            key: Key::Slots {
+                first: base + first,
+                last: base + last,
+            },
             value: Some(Value::Endpoint(endpoint.address, endpoint.port)),
         });
         if planned.hairpin {
@@ -329,8 +339,44 @@ fn endpoint_rules(
             family: ctx.family(),
             protocol: plan.protocol,
             balancing: plan.balancing,
-            modulus: u32::try_from(count).unwrap_or(u32::MAX),
+            modulus,
             offset: base,
             map,
         }));
+}
+
+/// The keys (first, last, from 0) of endpoint `index` of `count` when `modulus` keys are split
+/// into `count` ranges whose widths differ by at most one.
+fn key_range(index: usize, count: usize, modulus: u32) -> (u32, u32) {
+    let bound = |i: usize| -> u32 {
+        // i <= count <= modulus < 2^16, so the product fits a u64 and the quotient a u32.
+        u32::try_from(i as u64 * u64::from(modulus) / count as u64).unwrap_or(modulus)
+    };
+    (bound(index), bound(index + 1) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_range;
+
+    #[test]
+    fn key_ranges_cover_the_modulus_without_gaps_and_nearly_evenly() {
+        for (count, modulus) in [
+            (1, 65_535),
+            (3, 65_535),
+            (10, 65_535),
+            (7, 7),
+            (1_000, 65_535),
+        ] {
+            let ranges: Vec<_> = (0..count).map(|i| key_range(i, count, modulus)).collect();
+            assert_eq!(ranges[0].0, 0);
+            assert_eq!(ranges[count - 1].1, modulus - 1);
+            for pair in ranges.windows(2) {
+                assert_eq!(pair[0].1 + 1, pair[1].0, "{count} of {modulus}");
+            }
+            let widths: Vec<u32> = ranges.iter().map(|(a, b)| b - a + 1).collect();
+            let (min, max) = (widths.iter().min().unwrap(), widths.iter().max().unwrap());
+            assert!(max - min <= 1, "{count} of {modulus}: {min}..{max}");
+        }
+    }
 }

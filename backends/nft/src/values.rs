@@ -21,8 +21,13 @@ pub enum Key {
     Destination(IpAddr, Protocol, u16),
     /// `service-nodeports`, `no-endpoint-nodeports`: `protocol . port`.
     NodePort(Protocol, u16),
-    /// An endpoint map: the number `numgen` produced.
-    Slot(u32),
+    /// An endpoint map: a range of the numbers `numgen` produces, both ends included.
+    Slots {
+        /// The first number of the range.
+        first: u32,
+        /// The last number of the range.
+        last: u32,
+    },
     /// An interval set (`pod-cidrs`): a prefix.
     Prefix(IpNet),
 }
@@ -36,7 +41,8 @@ impl fmt::Display for Key {
                 write!(f, "{ip} . {} . {port}", protocol.as_lower_str())
             }
             Key::NodePort(protocol, port) => write!(f, "{} . {port}", protocol.as_lower_str()),
-            Key::Slot(slot) => write!(f, "{slot}"),
+            Key::Slots { first, last } if first == last => write!(f, "{first}"),
+            Key::Slots { first, last } => write!(f, "{first}-{last}"),
             Key::Prefix(prefix) => write!(f, "{prefix}"),
         }
     }
@@ -85,6 +91,13 @@ impl fmt::Display for Value {
 }
 
 /// The rule that picks an endpoint: `meta l4proto P dnat F to numgen G mod N offset B map @M`.
+///
+/// Under random balancing `N` is [`RANDOM_MODULUS`] whatever the number of endpoints, and the
+/// endpoints split the chain's keys into ranges of (nearly) equal width: adding or removing an
+/// endpoint then only rewrites elements of the map, never this rule. A changed rule makes the
+/// kernel revalidate every chain reachable from the base chains (`nft_table_validate`), which
+/// costs time in proportion to the whole table; map elements that hold no verdict do not.
+/// Round robin (`numgen inc`) needs `N` to be the number of endpoints, one key each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnatRule {
     /// The table's family.
@@ -93,7 +106,7 @@ pub struct DnatRule {
     pub protocol: Protocol,
     /// `numgen random` or `numgen inc`.
     pub balancing: Balancing,
-    /// How many endpoints there are.
+    /// How many keys `numgen` spreads connections over.
     pub modulus: u32,
     /// The first key of the chain's slot.
     pub offset: u32,
@@ -118,6 +131,11 @@ impl fmt::Display for DnatRule {
         )
     }
 }
+
+/// The modulus of random balancing: the keys of a chain's slot, but one. The key after the
+/// last is never taken, so the ranges of two slots are never adjacent and a full and an
+/// incremental sync cannot leave differently merged intervals.
+pub(crate) const RANDOM_MODULUS: u32 = (1 << 16) - 1;
 
 /// A rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +173,8 @@ impl From<&str> for Rule {
 /// What kind of set a new set is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SetSpec {
-    /// An endpoint map of `protocol`: `typeof numgen random mod 1 : ip daddr . tcp dport`.
+    /// An endpoint map of `protocol`:
+    /// `typeof numgen random mod 1 : ip daddr . tcp dport ; flags interval`.
     EndpointMap(Protocol),
     /// Any other set or map, by its declaration.
     Declared {
@@ -179,7 +198,7 @@ impl SetSpec {
     pub fn body(&self, family: IpFamily) -> String {
         match self {
             SetSpec::EndpointMap(protocol) => format!(
-                "typeof numgen random mod 1 : {} daddr . {} dport ;",
+                "typeof numgen random mod 1 : {} daddr . {} dport ; flags interval ;",
                 family_keyword(family),
                 protocol.as_lower_str()
             ),
@@ -207,6 +226,15 @@ mod tests {
             Value::Endpoint("fd00::1".parse().unwrap(), 8080).to_string(),
             "fd00::1 . 8080"
         );
+        assert_eq!(
+            Key::Slots {
+                first: 65_536,
+                last: 72_089
+            }
+            .to_string(),
+            "65536-72089"
+        );
+        assert_eq!(Key::Slots { first: 7, last: 7 }.to_string(), "7");
         assert_eq!(
             Value::Verdict(Verdict::Goto("service-x".into())).to_string(),
             "goto service-x"

@@ -216,6 +216,15 @@ async fn damage_to_an_idle_proxy_is_repaired_within_one_sync_period() {
         reaches(&world, "172.30.0.1").await,
         "the service answers before any damage"
     );
+    // Another agent's commit changes the ruleset's generation but not our table: the check
+    // looks closer and finds nothing to repair.
+    nft(&world, "add table ip bystander\nadd chain ip bystander c\n");
+    tokio::time::sleep(SYNC_PERIOD * 2 + Duration::from_millis(500)).await;
+    assert_eq!(
+        proxy.status.borrow().repairs,
+        0,
+        "a commit to another table is not damage"
+    );
     for (what, command) in tampering(&world) {
         let repairs = proxy.status.borrow().repairs;
         nft(&world, &command);

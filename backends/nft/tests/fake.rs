@@ -226,6 +226,42 @@ async fn endpoint_change_touches_only_its_elements() {
     );
 }
 
+#[tokio::test]
+async fn a_changed_endpoint_count_rewrites_map_elements_and_no_rule() {
+    let mut tracker = tracker();
+    sample_cluster(&mut tracker);
+    tracker.drain();
+    let (mut dataplane, fake) = dataplane();
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    tracker.upsert_endpoint_slice(&slice(
+        "web",
+        "v4",
+        8080,
+        "TCP",
+        &[
+            ready("10.0.1.5", "node-a"),
+            ready("10.0.2.5", "node-b"),
+            ready("10.0.2.7", "node-b"),
+        ],
+    ));
+    let changes = tracker.drain();
+    dataplane.sync(&tracker.state(), &changes).await.unwrap();
+    let batch = fake.last_batch();
+    // A changed rule would make the kernel revalidate the whole table; new ranges of the
+    // endpoint map do not.
+    assert!(batch.contains("10.0.2.7 . 8080"), "{batch}");
+    for line in batch.lines() {
+        assert!(
+            line.starts_with("add element ip kube-proxy endpoints-tcp-")
+                || line.starts_with("delete element ip kube-proxy endpoints-tcp-")
+                || line.starts_with("add element ip kube-proxy hairpin ")
+                || line.starts_with("delete element ip kube-proxy hairpin "),
+            "not an endpoint map element: {line}\n{batch}"
+        );
+    }
+    assert_eq!(live(&dumps(&fake)), full_of(&tracker.state()).await);
+}
+
 /// Prints the full-sync input for the sample cluster (`-- --ignored --nocapture` to see it).
 #[tokio::test]
 #[ignore = "prints nft input for manual inspection"]

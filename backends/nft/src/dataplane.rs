@@ -288,8 +288,30 @@ fn full_table(
         .filter(|set| set.starts_with(names::ENDPOINT_MAP_PREFIX))
         .map(|s| (*s).to_owned())
         .collect();
+    let mut elements: Vec<(&(String, Key), Option<Value>)> = table
+        .owners
+        .iter()
+        .filter_map(|(key, owners)| owners.first().map(|(_, value)| (key, value.clone())))
+        .collect();
+    elements.sort();
+    let is_endpoint_map = |set: &str| set.starts_with(names::ENDPOINT_MAP_PREFIX);
+    // An endpoint map's elements follow its declaration (and so are written into it): see
+    // `Transaction`'s rendering of `AddSet`.
+    let mut by_map: BTreeMap<&str, Vec<(&Key, &Option<Value>)>> = BTreeMap::new();
+    for ((set, key), value) in &elements {
+        if is_endpoint_map(set) {
+            by_map.entry(set.as_str()).or_default().push((key, value));
+        }
+    }
     for map in &endpoint_maps {
         tx.push(endpoint_map_op(map));
+        for (key, value) in by_map.remove(map.as_str()).unwrap_or_default() {
+            tx.push(Op::AddElement {
+                set: map.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
     }
     for (_, rules) in &ports {
         for chain in rules.chains.keys() {
@@ -303,13 +325,10 @@ fn full_table(
             }
         }
     }
-    let mut elements: Vec<(&(String, Key), Option<Value>)> = table
-        .owners
-        .iter()
-        .filter_map(|(key, owners)| owners.first().map(|(_, value)| (key, value.clone())))
-        .collect();
-    elements.sort();
     for ((set, key), value) in elements {
+        if is_endpoint_map(set) {
+            continue;
+        }
         tx.push(Op::AddElement {
             set: set.clone(),
             key: key.clone(),

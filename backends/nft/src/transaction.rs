@@ -164,12 +164,24 @@ impl fmt::Display for Transaction {
                 Op::FlushChain { name } => writeln!(f, "flush chain {table} {name}")?,
                 Op::DeleteChain { name } => writeln!(f, "delete chain {table} {name}")?,
                 Op::AddRule { chain, rule } => writeln!(f, "add rule {table} {chain} {rule}")?,
-                Op::AddSet { name, spec } => writeln!(
-                    f,
-                    "add {} {table} {name} {{ {} }}",
-                    spec.kind(),
-                    spec.body(self.family)
-                )?,
+                Op::AddSet { name, spec } => {
+                    write!(
+                        f,
+                        "add {} {table} {name} {{ {}",
+                        spec.kind(),
+                        spec.body(self.family)
+                    )?;
+                    // Elements that follow at once are written into the declaration: nft
+                    // sends an interval set's elements with the set anyway, and a separate
+                    // `add element` command would make it send them a second time.
+                    let mut first = true;
+                    while let Some(next) = ops.next_if(|next| adds_to(next, name)) {
+                        f.write_str(if first { " elements = { " } else { ", " })?;
+                        write_element(f, next)?;
+                        first = false;
+                    }
+                    writeln!(f, "{} }}", if first { "" } else { " }" })?;
+                }
                 Op::FlushSet { kind, name } => writeln!(f, "flush {kind} {table} {name}")?,
                 Op::DeleteSet { kind, name } => writeln!(f, "delete {kind} {table} {name}")?,
                 Op::AddElement { set, .. } | Op::DeleteElement { set, .. } => {
@@ -192,6 +204,11 @@ impl fmt::Display for Transaction {
         }
         Ok(())
     }
+}
+
+/// Whether `op` adds an element to `set`.
+fn adds_to(op: &Op, set: &str) -> bool {
+    matches!(op, Op::AddElement { set: s, .. } if s == set)
 }
 
 fn same_element_batch(first: &Op, next: &Op) -> bool {
@@ -241,6 +258,18 @@ mod tests {
                 value: None,
             });
         }
+        tx.push(Op::AddSet {
+            name: "e".into(),
+            spec: SetSpec::Declared {
+                kind: "set",
+                body: "type ipv4_addr ;".into(),
+            },
+        });
+        tx.push(Op::AddElement {
+            set: "e".into(),
+            key: Key::Address("4.4.4.4".parse().unwrap()),
+            value: None,
+        });
         tx.push(Op::DeleteElement {
             set: "m".into(),
             key: Key::Destination("3.3.3.3".parse().unwrap(), kproxy_core::Protocol::Tcp, 80),
@@ -251,6 +280,7 @@ mod tests {
              add chain ip kube-proxy nat-output { type nat hook output priority -100 ; }\n\
              add rule ip kube-proxy nat-output jump services\n\
              add element ip kube-proxy s { 1.1.1.1, 2.2.2.2 }\n\
+             add set ip kube-proxy e { type ipv4_addr ; elements = { 4.4.4.4 } }\n\
              delete element ip kube-proxy m { 3.3.3.3 . tcp . 80 }\n"
         );
     }

@@ -273,7 +273,6 @@ fn full_table(
     }
     let mut ports: Vec<(&ServicePortName, &PortRules)> = table.ports.iter().collect();
     ports.sort_by(|a, b| a.0.cmp(b.0));
-    let mut element_sets: BTreeSet<&str> = BTreeSet::new();
     for (_, rules) in &ports {
         for (name, spec) in &rules.sets {
             tx.push(Op::AddSet {
@@ -281,37 +280,28 @@ fn full_table(
                 spec: spec.clone(),
             });
         }
-        element_sets.extend(rules.elements.iter().map(|e| e.set.as_str()));
     }
-    let endpoint_maps: BTreeSet<String> = element_sets
-        .iter()
-        .filter(|set| set.starts_with(names::ENDPOINT_MAP_PREFIX))
-        .map(|s| (*s).to_owned())
-        .collect();
     let mut elements: Vec<(&(String, Key), Option<Value>)> = table
         .owners
         .iter()
         .filter_map(|(key, owners)| owners.first().map(|(_, value)| (key, value.clone())))
         .collect();
     elements.sort();
-    let is_endpoint_map = |set: &str| set.starts_with(names::ENDPOINT_MAP_PREFIX);
+    let (endpoint_elements, other_elements): (Vec<_>, Vec<_>) = elements
+        .into_iter()
+        .partition(|((set, _), _)| set.starts_with(names::ENDPOINT_MAP_PREFIX));
     // An endpoint map's elements follow its declaration (and so are written into it): see
     // `Transaction`'s rendering of `AddSet`.
-    let mut by_map: BTreeMap<&str, Vec<(&Key, &Option<Value>)>> = BTreeMap::new();
-    for ((set, key), value) in &elements {
-        if is_endpoint_map(set) {
-            by_map.entry(set.as_str()).or_default().push((key, value));
+    let mut endpoint_maps = BTreeSet::new();
+    for ((set, key), value) in endpoint_elements {
+        if endpoint_maps.insert(set.clone()) {
+            tx.push(endpoint_map_op(set));
         }
-    }
-    for map in &endpoint_maps {
-        tx.push(endpoint_map_op(map));
-        for (key, value) in by_map.remove(map.as_str()).unwrap_or_default() {
-            tx.push(Op::AddElement {
-                set: map.clone(),
-                key: key.clone(),
-                value: value.clone(),
-            });
-        }
+        tx.push(Op::AddElement {
+            set: set.clone(),
+            key: key.clone(),
+            value,
+        });
     }
     for (_, rules) in &ports {
         for chain in rules.chains.keys() {
@@ -325,10 +315,7 @@ fn full_table(
             }
         }
     }
-    for ((set, key), value) in elements {
-        if is_endpoint_map(set) {
-            continue;
-        }
+    for ((set, key), value) in other_elements {
         tx.push(Op::AddElement {
             set: set.clone(),
             key: key.clone(),

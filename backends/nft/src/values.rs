@@ -92,9 +92,9 @@ impl fmt::Display for Value {
 
 /// The rule that picks an endpoint: `meta l4proto P dnat F to numgen G mod N offset B map @M`.
 ///
-/// Under random balancing `N` is 65,535 (`RANDOM_MODULUS`) whatever the number of endpoints, and the
-/// endpoints split the chain's keys into ranges of (nearly) equal width: adding or removing an
-/// endpoint then only rewrites elements of the map, never this rule. A changed rule makes the
+/// Under random balancing `N` is 65,535 (`RANDOM_MODULUS`) whatever the number of endpoints,
+/// and the endpoints split the chain's keys into ranges of (nearly) equal width: adding or
+/// removing an endpoint then only rewrites elements of the map, never this rule. A changed rule makes the
 /// kernel revalidate every chain reachable from the base chains (`nft_table_validate`), which
 /// costs time in proportion to the whole table; map elements that hold no verdict do not.
 /// Round robin (`numgen inc`) needs `N` to be the number of endpoints, one key each.

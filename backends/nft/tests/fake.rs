@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kproxy_core::{ChangeSet, Dataplane, IpFamily, ProxyState};
+use kproxy_core::{ChangeSet, Dataplane, IpFamily, ProxyState, ServiceChangeTracker};
 use kproxy_nft::{FakeNft, NftDataplane};
 
 fn dataplane() -> (NftDataplane, FakeNft) {
@@ -190,23 +190,24 @@ async fn a_refused_sync_leaves_the_ruleset_and_forces_a_full_sync() {
     assert_eq!(live(&dumps(&fake)), full_of(&tracker.state()).await);
 }
 
-#[tokio::test]
-async fn endpoint_change_touches_only_its_elements() {
+/// The sample cluster after a full sync, then a partial sync giving `web`'s IPv4 port the
+/// `endpoints`; returns that sync's batch, with the tracker and the fake kernel.
+async fn web_endpoints_changed(endpoints: &[Ep]) -> (String, ServiceChangeTracker, FakeNft) {
     let mut tracker = tracker();
     sample_cluster(&mut tracker);
     tracker.drain();
     let (mut dataplane, fake) = dataplane();
     dataplane.full_sync(&tracker.state()).await.unwrap();
-    tracker.upsert_endpoint_slice(&slice(
-        "web",
-        "v4",
-        8080,
-        "TCP",
-        &[ready("10.0.1.5", "node-a"), ready("10.0.2.6", "node-b")],
-    ));
+    tracker.upsert_endpoint_slice(&slice("web", "v4", 8080, "TCP", endpoints));
     let changes = tracker.drain();
     dataplane.sync(&tracker.state(), &changes).await.unwrap();
-    let batch = fake.last_batch();
+    (fake.last_batch(), tracker, fake)
+}
+
+#[tokio::test]
+async fn endpoint_change_touches_only_its_elements() {
+    let (batch, _, _) =
+        web_endpoints_changed(&[ready("10.0.1.5", "node-a"), ready("10.0.2.6", "node-b")]).await;
     // Only the IPv4 half of web changed: nothing of any other service, nor the IPv6 table, is
     // touched.
     assert!(batch.contains("10.0.2.6 . 8080"), "{batch}");
@@ -228,25 +229,12 @@ async fn endpoint_change_touches_only_its_elements() {
 
 #[tokio::test]
 async fn a_changed_endpoint_count_rewrites_map_elements_and_no_rule() {
-    let mut tracker = tracker();
-    sample_cluster(&mut tracker);
-    tracker.drain();
-    let (mut dataplane, fake) = dataplane();
-    dataplane.full_sync(&tracker.state()).await.unwrap();
-    tracker.upsert_endpoint_slice(&slice(
-        "web",
-        "v4",
-        8080,
-        "TCP",
-        &[
-            ready("10.0.1.5", "node-a"),
-            ready("10.0.2.5", "node-b"),
-            ready("10.0.2.7", "node-b"),
-        ],
-    ));
-    let changes = tracker.drain();
-    dataplane.sync(&tracker.state(), &changes).await.unwrap();
-    let batch = fake.last_batch();
+    let (batch, tracker, fake) = web_endpoints_changed(&[
+        ready("10.0.1.5", "node-a"),
+        ready("10.0.2.5", "node-b"),
+        ready("10.0.2.7", "node-b"),
+    ])
+    .await;
     // A changed rule would make the kernel revalidate the whole table; new ranges of the
     // endpoint map do not.
     assert!(batch.contains("10.0.2.7 . 8080"), "{batch}");

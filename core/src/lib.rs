@@ -50,7 +50,7 @@ pub use model::{
     ServicePortState, SessionAffinity,
 };
 pub use readiness::{Readiness, SourceReady};
-pub use reconciler::{Reconciler, ReconcilerConfig, SyncKind, SyncStatus};
+pub use reconciler::{Reconciler, ReconcilerConfig, SyncKind, SyncReport, SyncStatus};
 pub use recording::{RecordedCall, RecordingDataplane};
 pub use selection::{SelectedEndpoints, select_endpoints};
 pub use state::ProxyState;

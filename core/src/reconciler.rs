@@ -81,6 +81,27 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
 }
 
+/// What one sync attempt did, handed to every [`Reconciler::on_sync`] callback after each
+/// attempt: full, partial, skipped (nothing to apply) and failed ones alike, so that metrics
+/// count every attempt the way upstream's do.
+#[derive(Debug)]
+pub struct SyncReport<'a> {
+    /// The kind of sync this attempt was.
+    pub kind: SyncKind,
+    /// How long the attempt took, the integrity check before it included.
+    pub took: Duration,
+    /// The number of service ports the attempt applied (the drained change set's size).
+    pub changed: usize,
+    /// The attempt was made full because [`Dataplane::verify`] found the rules damaged (or
+    /// could not check them).
+    pub repair: bool,
+    /// How it ended; the error is the dataplane's, with its causes.
+    pub outcome: Result<(), &'a DataplaneError>,
+}
+
+/// A callback told about every sync attempt.
+type SyncCallback = Box<dyn FnMut(&SyncReport<'_>) + Send>;
+
 /// Drives a [`Dataplane`] from a [`TrackerHandle`].
 pub struct Reconciler {
     handle: TrackerHandle,
@@ -91,6 +112,7 @@ pub struct Reconciler {
     needs_full: bool,
     last_full: Option<Instant>,
     last_verified: Option<Instant>,
+    callbacks: Vec<SyncCallback>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -119,7 +141,15 @@ impl Reconciler {
             needs_full: true,
             last_full: None,
             last_verified: None,
+            callbacks: Vec::new(),
         }
+    }
+
+    /// Calls `callback` after every sync attempt, from the sync loop itself, so that no
+    /// attempt goes unreported (the [`status`](Reconciler::status) cell keeps only the last).
+    /// It must be quick: the next sync waits for it. Hand slow work to a task through a channel.
+    pub fn on_sync(&mut self, callback: impl FnMut(&SyncReport<'_>) + Send + 'static) {
+        self.callbacks.push(Box::new(callback));
     }
 
     /// A receiver of the status published after every attempt (for health checks and
@@ -236,10 +266,12 @@ impl Reconciler {
         let verify_due = self
             .last_verified
             .is_none_or(|at| at.elapsed() >= self.config.sync_period);
+        let mut repair = false;
         if kind != SyncKind::Full && (kind == SyncKind::Skipped || verify_due) {
             self.last_verified = Some(Instant::now());
             if self.rules_need_repair().await {
                 kind = SyncKind::Full;
+                repair = true;
                 self.status.send_modify(|status| status.repairs += 1);
             }
         }
@@ -249,6 +281,16 @@ impl Reconciler {
             SyncKind::Skipped => Ok(()),
         };
         let finished = Instant::now();
+        let report = SyncReport {
+            kind,
+            took: finished - started,
+            changed: changes.len(),
+            repair,
+            outcome: result.as_ref().map(|_| ()),
+        };
+        for callback in &mut self.callbacks {
+            callback(&report);
+        }
         match result {
             Ok(()) => {
                 if kind == SyncKind::Full {

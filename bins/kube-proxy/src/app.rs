@@ -150,7 +150,7 @@ pub(crate) async fn run(
     settings: RunSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let metrics = Arc::new(Metrics::new(settings.mode));
+    let metrics = Arc::new(Metrics::new(settings.mode, &settings.proxy.ip_families));
     let handle = TrackerHandle::new(ServiceChangeTracker::new(
         NodeInfo::named(settings.node_name.clone()),
         ConversionOptions::default(),
@@ -179,12 +179,16 @@ pub(crate) async fn run(
     };
     let (readiness, mut tokens) = Readiness::with_sources(source_names.iter().copied());
     let dataplane = ConntrackCleaning::new(dataplane);
-    let reconciler = Reconciler::new(
+    let mut reconciler = Reconciler::new(
         handle.clone(),
         Box::new(dataplane),
         readiness,
         settings.reconciler.clone(),
     );
+    {
+        let metrics = Arc::clone(&metrics);
+        reconciler.on_sync(move |report| metrics.observe_attempt(report));
+    }
     let status = reconciler.status();
     let health = ProxyHealth::new(
         handle.clone(),
@@ -280,14 +284,16 @@ impl SourceObserver for Observer {
 
     fn service_changed(&self) {
         self.metrics.service_changes.inc();
+        self.metrics.sync_queued();
     }
 
     fn endpoint_slice_changed(&self) {
         self.metrics.endpoint_changes.inc();
+        self.metrics.sync_queued();
     }
 
-    fn endpoint_slice_trigger_time(&self, value: &str) {
-        self.metrics.note_trigger_time(value);
+    fn endpoint_slice_trigger_time(&self, family: kproxy_core::IpFamily, value: &str) {
+        self.metrics.note_trigger_time(family, value);
     }
 
     fn watch_error(&self, _: &str, _: &dyn std::error::Error) {
@@ -299,7 +305,9 @@ impl SourceObserver for Observer {
     }
 }
 
-/// After every sync attempt: metrics, and health-check node ports for the programmed state.
+/// After sync attempts: the gauges of the programmed state, and health-check node ports for
+/// it. Coalescing is right here (each describes the latest state); the per-attempt metrics are
+/// counted by the reconciler's `on_sync` callback, which sees every attempt.
 async fn observe(
     mut status: tokio::sync::watch::Receiver<SyncStatus>,
     handle: TrackerHandle,
@@ -316,8 +324,8 @@ async fn observe(
         metrics
             .changes_pending
             .set(i64::try_from(handle.lock().pending()).unwrap_or(i64::MAX));
-        metrics.observe_sync(&previous, &current, &state);
         if current.last_success != previous.last_success {
+            metrics.observe_state(&state);
             service_health.sync(&state).await;
         }
         previous = current;

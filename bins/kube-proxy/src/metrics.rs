@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kproxy_core::{ModelError, ObjectKind, ProxyState, SyncKind, SyncStatus, select_endpoints};
+use kproxy_core::{
+    IpFamily, ModelError, ObjectKind, ProxyState, SyncKind, SyncReport, select_endpoints,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,10 +15,28 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 
-/// A label set with one `traffic_policy` label.
+/// Upstream's `ip_family` label (`IPv4`, `IPv6`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FamilyLabel {
+    ip_family: &'static str,
+}
+
+impl FamilyLabel {
+    fn of(family: IpFamily) -> Self {
+        Self {
+            ip_family: match family {
+                IpFamily::V4 => "IPv4",
+                IpFamily::V6 => "IPv6",
+            },
+        }
+    }
+}
+
+/// The `traffic_policy` and `ip_family` labels of the no-local-endpoints gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TrafficPolicy {
-    traffic_policy: String,
+    traffic_policy: &'static str,
+    ip_family: &'static str,
 }
 
 /// A label set with one `code` label (HTTP status).
@@ -31,26 +51,31 @@ pub(crate) struct Kind {
     kind: String,
 }
 
+type ByFamily<M> = Family<FamilyLabel, M, fn() -> M>;
+
 /// Every metric this proxy exports.
 pub(crate) struct Metrics {
     registry: Registry,
-    sync_duration: Histogram,
-    sync_full_duration: Histogram,
-    sync_partial_duration: Histogram,
-    last_sync_timestamp: Gauge<f64, AtomicU64>,
-    pub(crate) last_queued_timestamp: Gauge<f64, AtomicU64>,
-    network_programming: Histogram,
+    /// The families this proxy programs: every sync programs all of them in one attempt, so
+    /// each attempt is observed once per family, as upstream's per-family proxiers do.
+    families: Vec<IpFamily>,
+    sync_duration: ByFamily<Histogram>,
+    sync_full_duration: ByFamily<Histogram>,
+    sync_partial_duration: ByFamily<Histogram>,
+    last_sync_timestamp: ByFamily<Gauge<f64, AtomicU64>>,
+    last_queued_timestamp: ByFamily<Gauge<f64, AtomicU64>>,
+    network_programming: ByFamily<Histogram>,
     pub(crate) endpoint_changes: Counter,
     pub(crate) service_changes: Counter,
     pub(crate) changes_pending: Gauge,
     no_local_endpoints: Family<TrafficPolicy, Gauge>,
-    sync_failures: Counter,
+    sync_failures: ByFamily<Counter>,
     repairs: Counter,
     healthz: Family<Code, Counter>,
     livez: Family<Code, Counter>,
     invalid_fields: Family<Kind, Counter>,
     pub(crate) watch_errors: Counter,
-    trigger_times: Mutex<Vec<SystemTime>>,
+    trigger_times: Mutex<Vec<(IpFamily, SystemTime)>>,
     started: SystemTime,
 }
 
@@ -58,28 +83,36 @@ fn sync_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
-impl Metrics {
-    /// Registers every metric.
-    /// The proxy's metrics; `mode` names its mode-specific ones.
-    pub(crate) fn new(mode: kproxy_dataplanes::Mode) -> Self {
-        let mut registry = Registry::default();
-        let network_buckets = [0.25, 0.5]
+/// Upstream's buckets: 0.25 s and 0.5 s, then every second to a minute, every 5 s to two
+/// minutes, every 30 s to five.
+fn network_programming_buckets() -> Histogram {
+    Histogram::new(
+        [0.25, 0.5]
             .into_iter()
             .chain(linear_buckets(1.0, 1.0, 59))
             .chain(linear_buckets(60.0, 5.0, 12))
-            .chain(linear_buckets(120.0, 30.0, 7));
+            .chain(linear_buckets(120.0, 30.0, 7)),
+    )
+}
+
+impl Metrics {
+    /// The proxy's metrics; `mode` names its mode-specific ones, `families` are the ones it
+    /// programs (each gets its `ip_family` series from the start).
+    pub(crate) fn new(mode: kproxy_dataplanes::Mode, families: &[IpFamily]) -> Self {
+        let mut registry = Registry::default();
         let metrics = Self {
-            sync_duration: sync_buckets(),
-            sync_full_duration: sync_buckets(),
-            sync_partial_duration: sync_buckets(),
-            last_sync_timestamp: Gauge::default(),
-            last_queued_timestamp: Gauge::default(),
-            network_programming: Histogram::new(network_buckets),
+            families: families.to_vec(),
+            sync_duration: ByFamily::new_with_constructor(sync_buckets),
+            sync_full_duration: ByFamily::new_with_constructor(sync_buckets),
+            sync_partial_duration: ByFamily::new_with_constructor(sync_buckets),
+            last_sync_timestamp: ByFamily::new_with_constructor(Gauge::default),
+            last_queued_timestamp: ByFamily::new_with_constructor(Gauge::default),
+            network_programming: ByFamily::new_with_constructor(network_programming_buckets),
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
             changes_pending: Gauge::default(),
             no_local_endpoints: Family::default(),
-            sync_failures: Counter::default(),
+            sync_failures: ByFamily::new_with_constructor(Counter::default),
             repairs: Counter::default(),
             healthz: Family::default(),
             livez: Family::default(),
@@ -171,9 +204,34 @@ impl Metrics {
             "Watch failures that led to a retry",
             metrics.watch_errors.clone(),
         );
+        for family in families {
+            let label = FamilyLabel::of(*family);
+            // Present from the start, with zero counts, so a dashboard sees every series.
+            for histogram in [
+                &metrics.sync_duration,
+                &metrics.sync_full_duration,
+                &metrics.sync_partial_duration,
+                &metrics.network_programming,
+            ] {
+                let _ = histogram.get_or_create(&label);
+            }
+            let _ = metrics.sync_failures.get_or_create(&label);
+        }
+        // As upstream at start: the first sync is queued.
+        metrics.sync_queued();
         Self {
             registry,
             ..metrics
+        }
+    }
+
+    /// Sets the last-queued timestamp: a change is waiting for a sync.
+    pub(crate) fn sync_queued(&self) {
+        let now = unix_seconds(SystemTime::now());
+        for family in &self.families {
+            self.last_queued_timestamp
+                .get_or_create(&FamilyLabel::of(*family))
+                .set(now);
         }
     }
 
@@ -191,19 +249,18 @@ impl Metrics {
             .inc();
     }
 
-    /// Remembers an EndpointSlice's `last-change-trigger-time`, observed once programmed.
+    /// Remembers an EndpointSlice's `last-change-trigger-time`, observed under the slice's
+    /// family once a sync has programmed it.
     ///
     /// Times from before this process started are ignored, as upstream does: the initial list
     /// and every re-list replay old annotations that say nothing about this proxy's latency.
-    pub(crate) fn note_trigger_time(&self, value: &str) {
+    pub(crate) fn note_trigger_time(&self, family: IpFamily, value: &str) {
         if let Some(time) = parse_rfc3339(value).filter(|time| *time >= self.started) {
             self.trigger_times
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(time);
+                .push((family, time));
         }
-        self.last_queued_timestamp
-            .set(unix_seconds(SystemTime::now()));
     }
 
     /// Counts a health-check answer.
@@ -216,69 +273,82 @@ impl Metrics {
             .inc();
     }
 
-    /// Records what the reconciler just did, and the state it programmed.
-    pub(crate) fn observe_sync(
-        &self,
-        previous: &SyncStatus,
-        status: &SyncStatus,
-        state: &ProxyState,
-    ) {
-        if status.failures > previous.failures {
-            self.sync_failures
-                .inc_by(status.failures - previous.failures);
-        }
-        if status.repairs > previous.repairs {
-            self.repairs.inc_by(status.repairs - previous.repairs);
-        }
-        if status.last_success == previous.last_success {
-            return;
-        }
-        if let Some((kind, took)) = status.last_sync {
-            let seconds = took.as_secs_f64();
-            match kind {
-                SyncKind::Full => self.sync_full_duration.observe(seconds),
-                SyncKind::Partial => self.sync_partial_duration.observe(seconds),
-                SyncKind::Skipped => {}
-            }
-            if kind != SyncKind::Skipped {
-                self.sync_duration.observe(seconds);
-            }
-        }
+    /// Records one sync attempt, as upstream does for each: its duration (failed and idle
+    /// attempts included; an idle one counts as partial, as upstream's periodic syncs do),
+    /// a failure, or the time of a success and the programming latency of what it programmed.
+    pub(crate) fn observe_attempt(&self, report: &SyncReport<'_>) {
+        let seconds = report.took.as_secs_f64();
         let now = SystemTime::now();
-        self.last_sync_timestamp.set(unix_seconds(now));
-        let triggers = std::mem::take(
-            &mut *self
-                .trigger_times
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for trigger in triggers {
+        let triggers = match report.outcome {
+            Ok(()) => std::mem::take(
+                &mut *self
+                    .trigger_times
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            ),
+            Err(_) => Vec::new(),
+        };
+        if report.repair {
+            self.repairs.inc();
+        }
+        for family in &self.families {
+            let label = FamilyLabel::of(*family);
+            self.sync_duration.get_or_create(&label).observe(seconds);
+            match report.kind {
+                SyncKind::Full => &self.sync_full_duration,
+                SyncKind::Partial | SyncKind::Skipped => &self.sync_partial_duration,
+            }
+            .get_or_create(&label)
+            .observe(seconds);
+            match report.outcome {
+                Ok(()) => {
+                    self.last_sync_timestamp
+                        .get_or_create(&label)
+                        .set(unix_seconds(now));
+                }
+                Err(_) => {
+                    self.sync_failures.get_or_create(&label).inc();
+                }
+            }
+        }
+        for (family, trigger) in triggers {
             if let Ok(latency) = now.duration_since(trigger) {
-                self.network_programming.observe(latency.as_secs_f64());
+                self.network_programming
+                    .get_or_create(&FamilyLabel::of(family))
+                    .observe(latency.as_secs_f64());
             }
         }
-        let (mut internal, mut external) = (0, 0);
-        for (_, port_state) in state.iter() {
-            let port = &port_state.port;
-            if !(port.internal_policy_local || port.external_policy_local) {
-                continue;
+    }
+
+    /// Sets the gauges that describe the programmed state: services with a Local traffic
+    /// policy whose endpoints are all elsewhere, per policy and family.
+    pub(crate) fn observe_state(&self, state: &ProxyState) {
+        for family in &self.families {
+            let (mut internal, mut external) = (0, 0);
+            for (_, port_state) in state.iter() {
+                let port = &port_state.port;
+                if !(port.internal_policy_local || port.external_policy_local)
+                    || port.cluster_ip_of(*family).is_none()
+                {
+                    continue;
+                }
+                let selected =
+                    select_endpoints(port, &port_state.endpoints, state.node(), Some(*family));
+                if selected.local.is_empty() && selected.has_any_endpoints {
+                    internal += i64::from(port.internal_policy_local);
+                    external += i64::from(port.external_policy_local);
+                }
             }
-            let selected = select_endpoints(port, &port_state.endpoints, state.node(), None);
-            if selected.local.is_empty() && selected.has_any_endpoints {
-                internal += i64::from(port.internal_policy_local);
-                external += i64::from(port.external_policy_local);
+            let ip_family = FamilyLabel::of(*family).ip_family;
+            for (traffic_policy, count) in [("internal", internal), ("external", external)] {
+                self.no_local_endpoints
+                    .get_or_create(&TrafficPolicy {
+                        traffic_policy,
+                        ip_family,
+                    })
+                    .set(count);
             }
         }
-        self.no_local_endpoints
-            .get_or_create(&TrafficPolicy {
-                traffic_policy: "internal".into(),
-            })
-            .set(internal);
-        self.no_local_endpoints
-            .get_or_create(&TrafficPolicy {
-                traffic_policy: "external".into(),
-            })
-            .set(external);
     }
 
     /// The text exposition of every metric, process metrics included.
@@ -400,16 +470,130 @@ mod tests {
         assert!(parse_rfc3339("yesterday").is_none());
     }
 
+    /// The value of the sample `name{labels}` in an exposition.
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    }
+
+    #[test]
+    fn every_attempt_is_observed_per_family_first_idle_failed_and_back_to_back() {
+        let metrics = Metrics::new(
+            kproxy_dataplanes::Mode::Nftables,
+            &[IpFamily::V4, IpFamily::V6],
+        );
+        let before = metrics.encode();
+        assert_eq!(
+            sample(
+                &before,
+                "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}"
+            ),
+            0.0,
+            "every family's series exists before the first sync"
+        );
+        let refused = kproxy_core::DataplaneError::new("the kernel said no");
+        let attempt = |kind, outcome| SyncReport {
+            kind,
+            took: std::time::Duration::from_millis(3),
+            changed: 1,
+            repair: false,
+            outcome,
+        };
+        metrics.observe_attempt(&attempt(SyncKind::Full, Ok(())));
+        metrics.observe_attempt(&attempt(SyncKind::Partial, Ok(())));
+        metrics.observe_attempt(&attempt(SyncKind::Partial, Ok(())));
+        metrics.observe_attempt(&attempt(SyncKind::Skipped, Ok(())));
+        metrics.observe_attempt(&attempt(SyncKind::Partial, Err(&refused)));
+        let text = metrics.encode();
+        for family in ["IPv4", "IPv6"] {
+            let series = |name: &str| format!("{name}{{ip_family=\"{family}\"}}");
+            assert_eq!(
+                sample(
+                    &text,
+                    &series("kubeproxy_sync_proxy_rules_duration_seconds_count")
+                ),
+                5.0
+            );
+            assert_eq!(
+                sample(
+                    &text,
+                    &series("kubeproxy_sync_full_proxy_rules_duration_seconds_count")
+                ),
+                1.0
+            );
+            assert_eq!(
+                sample(
+                    &text,
+                    &series("kubeproxy_sync_partial_proxy_rules_duration_seconds_count")
+                ),
+                4.0
+            );
+            assert_eq!(
+                sample(
+                    &text,
+                    &series("kubeproxy_sync_proxy_rules_nftables_sync_failures_total")
+                ),
+                1.0
+            );
+            assert!(
+                sample(
+                    &text,
+                    &series("kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+                ) > 0.0
+            );
+        }
+    }
+
+    #[test]
+    fn programming_latency_is_observed_under_the_slice_family_once_synced() {
+        let metrics = Metrics::new(
+            kproxy_dataplanes::Mode::Nftables,
+            &[IpFamily::V4, IpFamily::V6],
+        );
+        let just_now = jiff::Timestamp::now().to_string();
+        metrics.note_trigger_time(IpFamily::V6, &just_now);
+        metrics.note_trigger_time(IpFamily::V6, "2001-01-01T00:00:00Z");
+        let count = "kubeproxy_network_programming_duration_seconds_count";
+        let refused = kproxy_core::DataplaneError::new("no");
+        let mut attempt = SyncReport {
+            kind: SyncKind::Partial,
+            took: std::time::Duration::from_millis(1),
+            changed: 1,
+            repair: false,
+            outcome: Err(&refused),
+        };
+        metrics.observe_attempt(&attempt);
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, &format!("{count}{{ip_family=\"IPv6\"}}")),
+            0.0,
+            "not programmed yet"
+        );
+        attempt.outcome = Ok(());
+        metrics.observe_attempt(&attempt);
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, &format!("{count}{{ip_family=\"IPv6\"}}")),
+            1.0,
+            "one observation: the old trigger time predates the process"
+        );
+        assert_eq!(
+            sample(&text, &format!("{count}{{ip_family=\"IPv4\"}}")),
+            0.0
+        );
+    }
+
     #[test]
     fn exposition_uses_upstream_names() {
-        let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables);
+        let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables, &[IpFamily::V4]);
         metrics.endpoint_changes.inc();
         let text = metrics.encode();
         for name in [
             "kubeproxy_sync_proxy_rules_duration_seconds",
             "kubeproxy_sync_full_proxy_rules_duration_seconds",
             "kubeproxy_sync_partial_proxy_rules_duration_seconds",
-            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
             "kubeproxy_network_programming_duration_seconds",
             "kubeproxy_sync_proxy_rules_endpoint_changes_total",
             "kubeproxy_sync_proxy_rules_service_changes_total",

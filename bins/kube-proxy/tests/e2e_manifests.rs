@@ -158,6 +158,20 @@ async fn manifests_drive_real_rules_health_metrics_and_lifecycle() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
+    // With `minSyncPeriod: 0s` the first full sync is counted too, under upstream's family
+    // label.
+    let full_syncs = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(
+                "kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} ",
+            )
+        })
+        .and_then(|count| count.trim().parse::<f64>().ok());
+    assert!(
+        full_syncs.is_some_and(|count| count >= 1.0),
+        "the first full sync is not counted:\n{text}"
+    );
 
     // The health-check node port of the Local-policy LoadBalancer answers with its local
     // endpoint count.

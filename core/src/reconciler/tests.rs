@@ -15,6 +15,8 @@ struct Rig {
     dataplane: RecordingDataplane,
     readiness: Readiness,
     status: watch::Receiver<SyncStatus>,
+    /// Every attempt the `on_sync` callback was told of: its kind and whether it succeeded.
+    reports: std::sync::Arc<std::sync::Mutex<Vec<(SyncKind, bool)>>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Box<dyn Dataplane>>,
 }
@@ -36,13 +38,21 @@ fn start(config: ReconcilerConfig, sources: &[&str]) -> (Rig, Vec<crate::SourceR
     let dataplane = RecordingDataplane::new();
     let readiness = Readiness::new();
     let tokens = sources.iter().map(|s| readiness.register(*s)).collect();
-    let reconciler = Reconciler::new(
+    let mut reconciler = Reconciler::new(
         handle.clone(),
         Box::new(dataplane.clone()),
         readiness.clone(),
         config,
     );
     let status = reconciler.status();
+    let reports: std::sync::Arc<std::sync::Mutex<Vec<(SyncKind, bool)>>> =
+        std::sync::Arc::default();
+    let told = std::sync::Arc::clone(&reports);
+    reconciler.on_sync(move |report| {
+        told.lock()
+            .unwrap()
+            .push((report.kind, report.outcome.is_ok()));
+    });
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(reconciler.run(async move {
         let _ = stopped.await;
@@ -53,6 +63,7 @@ fn start(config: ReconcilerConfig, sources: &[&str]) -> (Rig, Vec<crate::SourceR
             dataplane,
             readiness,
             status,
+            reports,
             stop: Some(stop),
             task,
         },
@@ -78,6 +89,10 @@ impl Rig {
                 RecordedCall::Cleanup => "cleanup",
             })
             .collect()
+    }
+
+    fn reports(&self) -> Vec<(SyncKind, bool)> {
+        self.reports.lock().unwrap().clone()
     }
 
     async fn stop(mut self) {
@@ -278,6 +293,44 @@ async fn pending_events_are_marked_until_a_sync_succeeds() {
         rig.handle.oldest_pending(),
         None,
         "a successful sync clears it"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_is_reported_first_idle_failed_and_back_to_back_ones_included() {
+    let config = ReconcilerConfig {
+        min_sync_period: Duration::ZERO,
+        ..config()
+    };
+    let (rig, _) = start(config, &[]);
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(rig.reports(), [(SyncKind::Full, true)], "the first sync");
+    // Two changes with a sync between them: two partial syncs, each reported.
+    rig.add_service("web", "172.30.0.1");
+    sleep(Duration::from_millis(1)).await;
+    rig.add_service("api", "172.30.0.2");
+    sleep(Duration::from_millis(1)).await;
+    rig.dataplane.fail_next("kernel said no");
+    rig.add_service("db", "172.30.0.3");
+    sleep(Duration::from_millis(1)).await;
+    // The retry after the failure is full; then an idle sync period passes.
+    sleep(Duration::from_secs(1)).await;
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        rig.reports(),
+        [
+            (SyncKind::Full, true),
+            (SyncKind::Partial, true),
+            (SyncKind::Partial, true),
+            (SyncKind::Partial, false),
+            (SyncKind::Full, true),
+            (SyncKind::Skipped, true),
+        ]
+    );
+    assert_eq!(
+        rig.kinds(),
+        ["full", "partial", "partial", "partial-failed", "full"]
     );
     rig.stop().await;
 }

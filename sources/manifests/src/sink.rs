@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kproxy_core::{ModelError, TrackerHandle};
+use kproxy_core::{IpFamily, ModelError, TrackerHandle};
 
 /// Annotation carrying when the change that produced an EndpointSlice happened.
 pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -25,10 +25,10 @@ pub trait SourceObserver: Send + Sync {
     /// An EndpointSlice was added, changed or deleted.
     fn endpoint_slice_changed(&self) {}
 
-    /// An applied EndpointSlice carries [`LAST_CHANGE_TRIGGER_TIME`] with this (RFC 3339)
-    /// value.
-    fn endpoint_slice_trigger_time(&self, value: &str) {
-        let _ = value;
+    /// An applied EndpointSlice of `family` carries [`LAST_CHANGE_TRIGGER_TIME`] with this
+    /// (RFC 3339) value. FQDN slices, which no proxy programs, are not told.
+    fn endpoint_slice_trigger_time(&self, family: IpFamily, value: &str) {
+        let _ = (family, value);
     }
 
     /// A watch of `kind` failed and will be retried with backoff; already logged at `warn`.
@@ -104,13 +104,19 @@ impl Sink {
     /// Adds or replaces an EndpointSlice.
     pub fn upsert_endpoint_slice(&self, slice: &EndpointSlice) {
         self.observer.endpoint_slice_changed();
-        if let Some(trigger) = slice
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME))
+        let family = match slice.address_type.as_str() {
+            "IPv4" => Some(IpFamily::V4),
+            "IPv6" => Some(IpFamily::V6),
+            _ => None,
+        };
+        if let Some(family) = family
+            && let Some(trigger) = slice
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME))
         {
-            self.observer.endpoint_slice_trigger_time(trigger);
+            self.observer.endpoint_slice_trigger_time(family, trigger);
         }
         let errors = self.handle.upsert_endpoint_slice(slice);
         self.report(errors);

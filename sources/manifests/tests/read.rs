@@ -205,7 +205,7 @@ impl SourceObserver for Counting {
     fn endpoint_slice_changed(&self) {
         self.slices.fetch_add(1, Ordering::Relaxed);
     }
-    fn endpoint_slice_trigger_time(&self, _: &str) {
+    fn endpoint_slice_trigger_time(&self, _: kproxy_core::IpFamily, _: &str) {
         self.triggers.fetch_add(1, Ordering::Relaxed);
     }
     fn this_node(&self, _: &k8s_openapi::api::core::v1::Node) {

@@ -126,8 +126,8 @@ fn rfc3339_now() -> String {
 fn last_sync(ns: &NetNs, metrics: SocketAddr) -> Option<f64> {
     let (_, text) = http_get(ns, metrics, "/metrics").ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("kubeproxy_sync_proxy_rules_last_timestamp_seconds "))
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_last_timestamp_seconds"))
+        .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
         .filter(|v: &f64| *v > 0.0)
 }
 

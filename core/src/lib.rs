@@ -58,3 +58,14 @@ pub use tracker::ServiceChangeTracker;
 
 /// `async_trait`, re-exported so implementers of [`Dataplane`] need no dependency of their own.
 pub use async_trait::async_trait;
+
+/// The k8s-openapi crate whose types this crate's conversion takes (`Service`, `EndpointSlice`,
+/// `Node`), re-exported so that an embedder names the same types without keeping a version of
+/// its own in step: `kproxy_core::k8s_openapi::api::core::v1::Service`.
+///
+/// This crate, like every library, enables no Kubernetes version feature of k8s-openapi. The
+/// final binary must enable exactly one (`v1_33` or later; this workspace's binary uses `v1_33`)
+/// in its own dependency on the same k8s-openapi release, or set `K8S_OPENAPI_ENABLED_VERSION`;
+/// k8s-openapi fails to build with none or with two. The re-export spares the choice of release,
+/// not of that feature.
+pub use k8s_openapi;

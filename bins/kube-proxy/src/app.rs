@@ -37,6 +37,10 @@ pub(crate) struct RunSettings {
     pub(crate) metrics: Option<SocketAddr>,
     /// Fail when a server cannot bind, instead of logging it.
     pub(crate) bind_address_hard_fail: bool,
+    /// The conntrack settings to apply once the inputs are known to be usable.
+    pub(crate) conntrack: crate::options::ConntrackOptions,
+    /// Whose kernel settings the proxy may change (`--netns`: only that namespace's).
+    pub(crate) settings_scope: crate::sysctl::Scope,
     /// The proxy mode.
     pub(crate) mode: Mode,
     /// The dataplane's settings.
@@ -95,31 +99,58 @@ pub(crate) async fn cleanup() -> Result<(), AppError> {
     Ok(())
 }
 
-async fn bind(
+/// How long a server waits before it tries its address again, as upstream's health and
+/// metrics servers do.
+const BIND_RETRY: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `address` for as long as the proxy runs. When the address is busy (or
+/// the server stops) it tries again every [`BIND_RETRY`], as upstream does; with
+/// `--bind-address-hard-fail` a first bind failure is an error instead.
+async fn serve(
     what: &'static str,
     address: SocketAddr,
+    router: Router,
     hard_fail: bool,
-) -> Result<Option<tokio::net::TcpListener>, AppError> {
-    match tokio::net::TcpListener::bind(address).await {
-        Ok(listener) => Ok(Some(listener)),
-        Err(source) if hard_fail => Err(AppError::Bind {
-            what,
-            address,
-            source,
-        }),
-        Err(error) => {
-            tracing::error!(%address, %error, "cannot listen for {what}; continuing without it");
-            Ok(None)
+) -> Result<(), AppError> {
+    let first = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => Some(listener),
+        Err(source) if hard_fail => {
+            return Err(AppError::Bind {
+                what,
+                address,
+                source,
+            });
         }
-    }
-}
-
-fn serve(listener: tokio::net::TcpListener, router: Router, what: &'static str) {
+        Err(error) => {
+            tracing::error!(%address, %error, "cannot listen for {what}; trying again every {} s", BIND_RETRY.as_secs());
+            None
+        }
+    };
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(%error, "{what} server stopped");
+        let mut listener = first;
+        loop {
+            let bound = match listener.take() {
+                Some(bound) => bound,
+                None => {
+                    tokio::time::sleep(BIND_RETRY).await;
+                    match tokio::net::TcpListener::bind(address).await {
+                        Ok(bound) => {
+                            tracing::info!(%address, "listening for {what}");
+                            bound
+                        }
+                        Err(error) => {
+                            tracing::debug!(%address, %error, "still cannot listen for {what}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(error) = axum::serve(bound, router.clone()).await {
+                tracing::error!(%address, %error, "the {what} server stopped; starting it again in {} s", BIND_RETRY.as_secs());
+            }
         }
     });
+    Ok(())
 }
 
 async fn kube_client(settings: &RunSettings) -> Result<kube::Client, AppError> {
@@ -172,6 +203,9 @@ pub(crate) async fn run(
         Some(path) => Some((path.clone(), kproxy_manifests::read(path)?)),
         None => None,
     };
+    // Only now that the mode can run and the inputs are readable, as upstream: a proxy that
+    // cannot start changes nothing.
+    crate::sysctl::apply_conntrack(&settings.conntrack, settings.settings_scope);
     let source_names: &[&str] = if manifests.is_some() {
         &["manifests"]
     } else {
@@ -197,15 +231,16 @@ pub(crate) async fn run(
         Arc::clone(&metrics),
     );
 
-    if let Some(address) = settings.healthz
-        && let Some(listener) =
-            bind("health checks", address, settings.bind_address_hard_fail).await?
-    {
-        serve(listener, health.clone().router(), "healthz");
+    if let Some(address) = settings.healthz {
+        serve(
+            "health checks",
+            address,
+            health.clone().router(),
+            settings.bind_address_hard_fail,
+        )
+        .await?;
     }
-    if let Some(address) = settings.metrics
-        && let Some(listener) = bind("metrics", address, settings.bind_address_hard_fail).await?
-    {
+    if let Some(address) = settings.metrics {
         let metrics = Arc::clone(&metrics);
         let router = Router::new().route(
             "/metrics",
@@ -222,7 +257,7 @@ pub(crate) async fn run(
                 }
             }),
         );
-        serve(listener, router, "metrics");
+        serve("metrics", address, router, settings.bind_address_hard_fail).await?;
     }
 
     let sink = Sink::new(

@@ -1,9 +1,11 @@
 //! kube-proxy-rs: watches Services, EndpointSlices and this node, and programs the kernel.
-//! Thin: parse options, set up logging, wire, and map errors to exit codes (2 for bad flags or
-//! configuration, before anything is programmed; 1 for failures at run time).
+//! Thin: parse options, set up logging, wire, and map errors to exit codes: 1 for any error
+//! (bad flags and configuration too, before anything is programmed), as upstream's.
 
 mod app;
+mod console;
 mod health;
+mod instance;
 mod metrics;
 mod netns;
 mod options;
@@ -19,27 +21,49 @@ use kproxy_dataplanes::Mode;
 use crate::options::{LogFormat, Options, Outcome};
 
 fn main() -> ExitCode {
+    console::ensure_standard_descriptors();
     let (options, warnings) = match options::load(std::env::args_os()) {
         Ok(Outcome::Run { options, warnings }) => (options, warnings),
         Ok(Outcome::WroteConfig { path }) => {
-            println!("wrote the configuration to {}", path.display());
+            // Not on standard output: `--write-config-to /dev/stdout > file` must give a file
+            // that loads.
+            console::say(format_args!(
+                "kube-proxy: wrote the configuration to {}",
+                path.display()
+            ));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Outcome::Version(text)) => {
+            console::print(&text);
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            eprintln!("kube-proxy: {error}");
-            return ExitCode::from(2);
+            console::say(format_args!("kube-proxy: {error}"));
+            return ExitCode::FAILURE;
         }
     };
     // Before any thread exists, so every thread, socket and `nft` child lives there.
     if let Some(netns) = &options.netns
         && let Err(error) = netns::enter(netns)
     {
-        eprintln!("kube-proxy: cannot enter network namespace {netns}: {error}");
+        console::say(format_args!(
+            "kube-proxy: cannot enter network namespace {netns}: {error}"
+        ));
         return ExitCode::FAILURE;
     }
     init_logging(&options);
-    for warning in &warnings {
-        tracing::warn!("{warning}");
+    let _instance = match instance::lock() {
+        Ok(lock) => lock,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Mode warnings say nothing about removing rules.
+    if !options.cleanup {
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
     }
     if options.init_only {
         return ExitCode::SUCCESS;
@@ -51,7 +75,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("kube-proxy: cannot start the runtime: {error}");
+            tracing::error!(%error, "cannot start the runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -59,13 +83,12 @@ fn main() -> ExitCode {
     let mode = match options.mode.as_str().parse::<Mode>() {
         Ok(mode) => mode,
         Err(error) => {
-            eprintln!("kube-proxy: {error}");
-            return ExitCode::from(2);
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
         }
     };
     let settings = settings(&options, mode);
     if !options.cleanup {
-        sysctl::apply_conntrack(&options.conntrack);
         // Like upstream: the proxy is among the last processes the OOM killer picks.
         if let Err(error) = std::fs::write(
             "/proc/self/oom_score_adj",
@@ -91,15 +114,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(options: &Options) {
-    let level = match options.logging.verbosity {
+/// This proxy's own log targets: `-v` sets their level. Libraries (kube, hyper, rustls...)
+/// stay at `warn`, as upstream's `-v` levels are its own; `RUST_LOG` replaces the whole filter.
+const OWN_TARGETS: [&str; 8] = [
+    "kube_proxy",
+    "kproxy_core",
+    "kproxy_kube",
+    "kproxy_manifests",
+    "kproxy_nft",
+    "kproxy_dataplanes",
+    "kproxy_netlink",
+    "kproxy_conntrack",
+];
+
+/// The log filter for `-v=verbosity`: 0-1 info, 2-3 debug, 4 and more trace.
+fn log_filter(verbosity: u32) -> String {
+    let level = match verbosity {
         0 | 1 => "info",
         2 | 3 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    std::iter::once("warn".to_owned())
+        .chain(OWN_TARGETS.iter().map(|target| format!("{target}={level}")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn init_logging(options: &Options) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(log_filter(options.logging.verbosity)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour only for a person at a terminal: `kubectl logs` shows escape codes raw.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match options.logging.format {
         LogFormat::Text => builder.init(),
@@ -126,6 +174,12 @@ fn settings(options: &Options, mode: Mode) -> RunSettings {
         healthz: options.healthz_bind_address,
         metrics: options.metrics_bind_address,
         bind_address_hard_fail: options.bind_address_hard_fail,
+        conntrack: options.conntrack.clone(),
+        settings_scope: if options.netns.is_some() {
+            sysctl::Scope::NamespaceOnly
+        } else {
+            sysctl::Scope::Machine
+        },
         mode,
         proxy: options.proxy_config(),
         reconciler: options.reconciler_config(),
@@ -146,5 +200,25 @@ async fn shutdown_signal() {
             tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_raises_only_this_proxys_own_targets() {
+        let filter = log_filter(2);
+        assert!(filter.starts_with("warn,"), "{filter}");
+        for target in OWN_TARGETS {
+            assert!(filter.contains(&format!("{target}=debug")), "{filter}");
+        }
+        assert!(!filter.contains(",kube="), "{filter}");
+        assert!(!filter.contains("hyper"), "{filter}");
+        assert!(log_filter(0).contains("kproxy_nft=info"));
+        assert!(log_filter(5).contains("kproxy_nft=trace"));
+        // Every crate's target in this workspace is listed: a new crate must be added here.
+        EnvFilter::try_new(log_filter(4)).expect("a valid filter");
     }
 }

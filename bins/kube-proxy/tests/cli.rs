@@ -1,5 +1,5 @@
 //! The built binary's command line: `--help` lists upstream's flags, and a bad config file
-//! fails with exit code 2 before anything is programmed, naming the bad field.
+//! fails with exit code 1 (upstream's) before anything is programmed, naming the bad field.
 
 use std::process::Command;
 
@@ -35,7 +35,7 @@ fn help_lists_the_flags_and_exits_0() {
 }
 
 #[test]
-fn a_bad_config_file_exits_2_naming_the_field() {
+fn a_bad_config_file_exits_1_naming_the_field() {
     let dir = std::env::temp_dir().join(format!("kproxy-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.yaml");
@@ -54,16 +54,16 @@ fn a_bad_config_file_exits_2_naming_the_field() {
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("syncPeriodd"), "{stderr}");
     assert!(stderr.contains("line 5"), "{stderr}");
 }
 
 #[test]
-fn an_unknown_flag_exits_2() {
+fn an_unknown_flag_exits_1() {
     let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
 }
 
@@ -188,4 +188,27 @@ fn sigterm_stops_the_proxy_during_a_hanging_sync() {
         status.success() || status.code().is_some(),
         "{status:?}: {stderr}"
     );
+}
+
+#[test]
+fn version_prints_plain_and_raw_and_false_runs_on() {
+    for (flag, expected) in [
+        ("--version", "kube-proxy-rs v"),
+        ("--version=true", "kube-proxy-rs v"),
+        ("--version=raw", "version.Info{Major:"),
+    ] {
+        let out = Command::new(BIN).arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with(expected), "{flag}: {stdout}");
+    }
+    // `false` does not print: the bad flag after it is what stops the run.
+    let out = Command::new(BIN)
+        .args(["--version=false", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(BIN).arg("--version=maybe").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("true, false or raw"));
 }

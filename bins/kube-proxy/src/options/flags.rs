@@ -24,6 +24,30 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// What `--version` asks for (upstream's `verflag` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VersionFlag {
+    /// `--version` or `--version=true`: print the version and exit.
+    Print,
+    /// `--version=raw`: print the version's parts and exit.
+    Raw,
+    /// `--version=false`: run as usual.
+    Off,
+}
+
+fn parse_version(s: &str) -> Result<VersionFlag, String> {
+    if s == "raw" {
+        return Ok(VersionFlag::Raw);
+    }
+    match parse_bool(s) {
+        Ok(true) => Ok(VersionFlag::Print),
+        Ok(false) => Ok(VersionFlag::Off),
+        Err(_) => Err(format!(
+            "{s:?} is not a version request (use true, false or raw)"
+        )),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<GoDuration, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
@@ -90,7 +114,7 @@ fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
 #[derive(Debug, Default, Parser)]
 #[command(
     name = "kube-proxy",
-    version,
+    disable_version_flag = true,
     about = "kube-proxy-rs: the Kubernetes network proxy, a drop-in replacement for kube-proxy",
     long_about = "The Kubernetes network proxy runs on each node. It watches Services and \
                   EndpointSlices and programs the node's kernel (nftables) so that traffic to \
@@ -99,6 +123,9 @@ fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
                   kube-proxy's; when --config is given, most flags are ignored, as upstream."
 )]
 pub(crate) struct Flags {
+    /// --version, --version=raw prints version information and quits.
+    #[arg(long, value_name = "true|false|raw", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_version)]
+    pub(crate) version: Option<VersionFlag>,
     /// The path to the configuration file.
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,

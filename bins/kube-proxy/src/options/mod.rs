@@ -259,6 +259,29 @@ pub(crate) enum Outcome {
         /// The file written.
         path: PathBuf,
     },
+    /// `--version`: print this (to standard output) and exit 0.
+    Version(String),
+}
+
+/// What `--version` prints: upstream prints `Kubernetes vX.Y.Z`, and its raw form the parts
+/// of its version record.
+fn version_text(flag: flags::VersionFlag) -> Option<String> {
+    let version = env!("CARGO_PKG_VERSION");
+    match flag {
+        flags::VersionFlag::Off => None,
+        flags::VersionFlag::Print => Some(format!("kube-proxy-rs v{version}\n")),
+        flags::VersionFlag::Raw => {
+            let mut parts = version.split('.');
+            let major = parts.next().unwrap_or_default();
+            let minor = parts.next().unwrap_or_default();
+            Some(format!(
+                "version.Info{{Major:\"{major}\", Minor:\"{minor}\", GitVersion:\"v{version}\", \
+                 Compiler:\"rustc\", Platform:\"{}/{}\"}}\n",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ))
+        }
+    }
 }
 
 /// Why the options could not be loaded. The binary prints it and exits with code 2.
@@ -354,6 +377,9 @@ where
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => return Err(OptionsError::Flags(err)),
     };
+    if let Some(text) = flags.version.and_then(version_text) {
+        return Ok(Outcome::Version(text));
+    }
     resolve(&flags)
 }
 
@@ -397,15 +423,13 @@ fn resolve(flags: &Flags) -> Result<Outcome, OptionsError> {
         warnings.push(DEFAULT_MODE_WARNING.to_owned());
     }
     apply_platform_defaults(&mut config);
-    // processHostnameOverrideFlag: the flag wins over the file.
+    // processHostnameOverrideFlag: a non-empty flag wins over the file; an empty one is
+    // ignored, as upstream does.
     if let Some(name) = &flags.hostname_override {
         let name = name.trim();
-        if name.is_empty() {
-            return Err(OptionsError::Invalid(vec![
-                "--hostname-override: an empty hostname-override is invalid".to_owned(),
-            ]));
+        if !name.is_empty() {
+            config.hostname_override = Some(name.to_lowercase());
         }
-        config.hostname_override = Some(name.to_lowercase());
     }
 
     let options = validate::resolve(&config, flags)?;

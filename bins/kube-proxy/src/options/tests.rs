@@ -562,7 +562,6 @@ fn validation_failures_name_the_field() {
         ),
         (&["--kube-api-burst=-1"], "clientConnection.burst"),
         (&["--netns="], "--netns"),
-        (&["--hostname-override=  "], "hostname-override"),
     ];
     for (flags, field) in cases {
         let problems = invalid(flags);
@@ -802,4 +801,12 @@ fn balancing_comes_from_the_flag_or_the_config_field() {
         problems.contains("balancing") && problems.contains("sticky"),
         "{problems}"
     );
+}
+
+#[test]
+fn an_empty_hostname_override_is_ignored_as_upstream() {
+    let (options, _) = run(&["--hostname-override="]);
+    assert_eq!(options.hostname_override, None);
+    let (options, _) = run(&["--hostname-override", "  "]);
+    assert_eq!(options.hostname_override, None);
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and demos need on a fresh Debian machine: nftables, iptables (both
 # variants), ipset, ipvsadm, conntrack and iproute2 (the clean-up tests make leftovers of
-# every mode). Does nothing when they are already there.
+# every mode), and strace (a test proves that under --netns the proxy never opens a
+# machine-wide setting, with strace refusing the open should it try). Does nothing when they
+# are already there.
 set -euo pipefail
 
 missing=()
@@ -11,6 +13,7 @@ command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v ipset >/dev/null 2>&1 || missing+=(ipset)
 command -v ipvsadm >/dev/null 2>&1 || missing+=(ipvsadm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: need root to install: ${missing[*]}" >&2

@@ -1,0 +1,307 @@
+//! The binary as an operator meets it, each in a network namespace of its own: the
+//! configuration it writes loads again, its logs in a pipe are plain text, a busy health port
+//! is taken once it frees, a second proxy on one namespace refuses to start, and under
+//! `--netns` nothing machine-wide is touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kproxy_rig::NetNs;
+use kproxy_rig::process::{HEALTHZ_ADDRESS, ProxyProcess, test_args, wait_for_ok};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo");
+
+fn namespace(role: &str) -> NetNs {
+    if let Err(error) = kproxy_rig::netns::check_environment() {
+        panic!("this test cannot run here: {error}");
+    }
+    NetNs::new(role).expect("namespace")
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("kproxy-operator-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn demo_args() -> Vec<String> {
+    test_args("demo-node", "10.244.0.0/16", &["--manifests", DEMO])
+}
+
+/// Waits until `log` contains `text`.
+async fn wait_for_log(log: &Path, text: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let content = std::fs::read_to_string(log).unwrap_or_default();
+        if content.contains(text) {
+            return content;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never appeared in the log:\n{content}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn write_config_to_stdout_gives_yaml_that_loads_again() {
+    let scratch = Scratch::new("config");
+    let flags = [
+        "--cluster-cidr=10.244.0.0/16",
+        "--iptables-sync-period=45s",
+        "--conntrack-max-per-core=0",
+        "-v=2",
+    ];
+    let first = Command::new(BIN)
+        .args(flags)
+        .args(["--write-config-to", "/dev/stdout"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let yaml = String::from_utf8(first.stdout).unwrap();
+    assert!(
+        yaml.starts_with("apiVersion: kubeproxy.config.k8s.io/v1alpha1"),
+        "{yaml}"
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("wrote the configuration"),
+        "the notice goes to stderr"
+    );
+    let file = scratch.path("config.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let second = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["--write-config-to", "/dev/stdout"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "the written configuration does not load: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(second.stdout).unwrap(),
+        yaml,
+        "a fixed point"
+    );
+}
+
+#[test]
+// A plain test thread waiting for a child process: there is no runtime to block.
+#[allow(clippy::disallowed_methods)]
+fn logs_to_a_pipe_are_plain_and_a_closed_stderr_is_no_panic() {
+    let ns = namespace("pipe");
+    let mut args = demo_args();
+    args.extend(["--netns", ns.name()].map(String::from));
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("starting kube-proxy-rs"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes in a pipe:\n{stderr}"
+    );
+
+    // Standard error closed: the proxy runs (and stops on SIGTERM) instead of panicking.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec "$0" "$@" 2>&-"#)
+        .arg(BIN)
+        .args(&args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the proxy died with stderr closed"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
+async fn a_busy_health_port_is_taken_once_it_frees() {
+    let ns = namespace("busy");
+    let holder = ns
+        .run_in(|| std::net::TcpListener::bind(HEALTHZ_ADDRESS))
+        .expect("occupy the health port");
+    let scratch = Scratch::new("busy");
+    let log = scratch.path("proxy.log");
+    let proxy = ProxyProcess::start(Path::new(BIN), &ns, &demo_args(), Some(&log)).unwrap();
+    wait_for_log(
+        &log,
+        "cannot listen for health checks",
+        Duration::from_secs(20),
+    )
+    .await;
+    drop(holder);
+    let answered = wait_for_ok(&ns, HEALTHZ_ADDRESS, "/healthz", Duration::from_secs(15)).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(answered.is_ok(), "{answered:?}\n{text}");
+    assert!(text.contains("listening for health checks"), "{text}");
+    let status = proxy.stop(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn a_second_proxy_on_one_namespace_refuses_naming_the_first() {
+    let ns = namespace("twice");
+    let scratch = Scratch::new("twice");
+    let log = scratch.path("first.log");
+    let first = ProxyProcess::start(Path::new(BIN), &ns, &demo_args(), Some(&log)).unwrap();
+    first
+        .wait_healthy(&ns, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let pid = first.id().unwrap();
+    let second = Command::new(BIN)
+        .args(["--netns", ns.name(), "--manifests", DEMO])
+        .args(["--healthz-bind-address", "127.0.0.1:10266"])
+        .args(["--metrics-bind-address", "127.0.0.1:10259"])
+        .args(["--conntrack-max-per-core", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "another kube-proxy-rs already runs in this network namespace (pid {pid})"
+        )),
+        "{stderr}"
+    );
+    let status = first.stop(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// The machine-wide files the proxy would write outside `--netns`.
+const HASH_SIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+const ESTABLISHED: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established";
+
+fn read_value(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {path}: {error}"))
+        .trim()
+        .to_owned()
+}
+
+/// Under `--netns` the proxy leaves every machine-wide setting alone, even when asked for a
+/// conntrack table bigger than the machine's. strace watches the hash-size file and refuses
+/// (EACCES) any open of it, so the machine stays untouched even should the proxy try; the
+/// test fails on the attempt itself, and on any change in the root namespace's values.
+#[tokio::test]
+async fn under_netns_nothing_machine_wide_is_written() {
+    kproxy_rig::netns::require_tool("strace", &["-V"]).expect("strace (scripts/install-deps.sh)");
+    let ns = namespace("global");
+    let scratch = Scratch::new("global");
+    let before = [HASH_SIZE, CONNTRACK_MAX, ESTABLISHED].map(read_value);
+    let current_max: u64 = before[1].parse().unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    // Enough per core to want a bigger table than the machine has.
+    let per_core = (current_max / cores + 1024).to_string();
+    let trace = scratch.path("strace.txt");
+    let log = scratch.path("proxy.log");
+    let mut args = test_args("demo-node", "10.244.0.0/16", &["--manifests", DEMO]);
+    let at = args
+        .iter()
+        .position(|a| a == "--conntrack-max-per-core")
+        .unwrap();
+    args[at + 1] = per_core;
+    args.extend(["--conntrack-tcp-timeout-established", "12345s"].map(String::from));
+    let strace_args: Vec<String> = [
+        "-f",
+        "--seccomp-bpf",
+        "-qq",
+        "-e",
+        "signal=none",
+        "-e",
+        "trace=openat,open,creat,truncate",
+        "-e",
+        "inject=openat,open,creat,truncate:error=EACCES",
+        "-P",
+        HASH_SIZE,
+        "-o",
+        trace.to_str().unwrap(),
+        BIN,
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(["--netns".to_owned(), ns.name().to_owned()])
+    .chain(args)
+    .collect();
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = tokio::process::Command::new("strace")
+        .args(&strace_args)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let healthy = wait_for_ok(&ns, HEALTHZ_ADDRESS, "/healthz", Duration::from_secs(30)).await;
+    let pid = child.id().unwrap();
+    // strace passes SIGTERM on to the proxy it runs.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let _ = child.start_kill();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(healthy.is_ok(), "{healthy:?}\n{text}");
+    let attempts = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        attempts.trim().is_empty(),
+        "the proxy opened a machine-wide setting:\n{attempts}"
+    );
+    assert_eq!(
+        [HASH_SIZE, CONNTRACK_MAX, ESTABLISHED].map(read_value),
+        before
+    );
+    assert!(
+        text.contains("leaving the machine-wide conntrack"),
+        "said once in the log:\n{text}"
+    );
+    let inside = ns.exec("cat", &[ESTABLISHED], None).unwrap();
+    assert_eq!(
+        inside.trim(),
+        "12345",
+        "the namespace's own timeout is applied"
+    );
+}

@@ -241,8 +241,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         full_sync_period: Duration::from_secs(3600),
         retry_initial: Duration::from_millis(20),
     };
-    let reconciler = Reconciler::new(handle.clone(), Box::new(dataplane), readiness, config);
+    let mut reconciler = Reconciler::new(handle.clone(), Box::new(dataplane), readiness, config);
     let mut status = reconciler.status();
+    // Told of every attempt, idle ones included (the status cell keeps only the last): what a
+    // metric that counts syncs needs.
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&attempts);
+    reconciler.on_sync(move |_report| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(reconciler.run(async {
         // Either a send or a dropped sender means "stop".
@@ -350,8 +357,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     print_table("after cleanup", &table);
     let last = status.borrow().clone();
     println!(
-        "\n{} full and {} partial syncs, {} failures",
-        last.full_syncs, last.partial_syncs, last.failures
+        "\n{} full and {} partial syncs, {} failures, {} attempts in all",
+        last.full_syncs,
+        last.partial_syncs,
+        last.failures,
+        attempts.load(std::sync::atomic::Ordering::Relaxed)
     );
     Ok(())
 }

@@ -585,6 +585,92 @@ mod tests {
         );
     }
 
+    /// The metric names a book page mentions: words that start like ours or upstream's.
+    fn names_in(text: &str) -> Vec<&str> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("kubeproxy_") || word.starts_with("process_"))
+            // A prefix that stands for a group (`kubeproxy_rs_*`).
+            .filter(|word| !word.ends_with('_'))
+            .collect()
+    }
+
+    /// Every name the book's pages give is served, with the suffixes the exposition gives it;
+    /// the names the metrics chapter lists as not exported are not; and every family served is
+    /// in the metrics chapter.
+    #[test]
+    fn the_book_names_exactly_the_metrics_served() {
+        let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables, &[IpFamily::V4]);
+        metrics.observe_attempt(&SyncReport {
+            kind: SyncKind::Full,
+            took: std::time::Duration::from_millis(1),
+            changed: 0,
+            repair: false,
+            outcome: Ok(()),
+        });
+        metrics.health_answered(false, 200);
+        metrics.health_answered(true, 200);
+        metrics.observe_state(&ProxyState::default());
+        metrics
+            .invalid_fields
+            .get_or_create(&Kind {
+                kind: "Service".to_owned(),
+            })
+            .inc();
+        let text = metrics.encode();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_once(' '))
+            .collect();
+        let served = |name: &str| {
+            families.iter().any(|(family, kind)| {
+                let suffixes: &[&str] = match *kind {
+                    "counter" => &["", "_total"],
+                    "histogram" => &["", "_bucket", "_count", "_sum"],
+                    _ => &[""],
+                };
+                suffixes
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family))
+            })
+        };
+        let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../book/src");
+        let mut pages = vec![book.join("introduction.md")];
+        for dir in ["operators", "cni-authors"] {
+            for entry in std::fs::read_dir(book.join(dir)).expect("the book's pages") {
+                pages.push(entry.expect("a page").path());
+            }
+        }
+        let chapter = std::fs::read_to_string(book.join("operators/metrics.md")).unwrap();
+        let (exported, missing) = chapter
+            .split_once("## Not exported yet")
+            .expect("the metrics chapter lists what is not exported");
+        for page in &pages {
+            let content = std::fs::read_to_string(page).unwrap();
+            let content = if page.ends_with("operators/metrics.md") {
+                exported
+            } else {
+                content.as_str()
+            };
+            for name in names_in(content) {
+                assert!(
+                    served(name),
+                    "{} names {name}, which is not served",
+                    page.display()
+                );
+            }
+        }
+        for name in names_in(missing) {
+            assert!(!served(name), "{name} is served but listed as not exported");
+        }
+        for (family, _) in &families {
+            assert!(
+                exported.contains(family),
+                "{family} is served but the metrics chapter does not name it"
+            );
+        }
+    }
+
     #[test]
     fn exposition_uses_upstream_names() {
         let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables, &[IpFamily::V4]);

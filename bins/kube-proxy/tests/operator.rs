@@ -305,3 +305,19 @@ async fn under_netns_nothing_machine_wide_is_written() {
         "the namespace's own timeout is applied"
     );
 }
+
+#[test]
+fn cleanup_says_nothing_about_modes() {
+    let ns = namespace("clean");
+    let out = Command::new(BIN)
+        .args(["--netns", ns.name(), "--cleanup"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("cleanup done"), "{stderr}");
+    assert!(
+        !stderr.contains("proxy mode"),
+        "a mode warning under --cleanup:\n{stderr}"
+    );
+}

@@ -206,7 +206,8 @@ impl Conntrack {
             for family in families {
                 for flow in inner.dump(Some(family))? {
                     if filters.iter().any(|filter| filter.matches(&flow)) && inner.delete(&flow)? {
-                        tracing::debug!(%flow, "deleted stale conntrack entry");
+                        // One line per flow: only at trace (upstream logs them at -v=4).
+                        tracing::trace!(%flow, "deleted stale conntrack entry");
                         deleted += 1;
                     }
                 }

@@ -104,6 +104,10 @@ struct Seen {
     tables: BTreeMap<IpFamily, (u64, u32)>,
     /// Per family: the fixed chains and how many rules the last full sync gave each.
     fixed_rules: BTreeMap<IpFamily, Vec<(String, usize)>>,
+    /// Damage found by a partial sync's own look before it committed, or a commit of someone
+    /// else that landed inside a sync (so its outcome is unconfirmed): told by the next
+    /// [`Dataplane::verify`], which answers it with a full sync.
+    pending_damage: Option<String>,
 }
 
 /// How long an emptied chain waits before a sync deletes it (see `FamilyTable::stale_chains`).
@@ -151,12 +155,45 @@ impl NftDataplane {
             .collect()
     }
 
-    /// Records what the drift check compares with, after a successful sync. The generation is
-    /// trusted only when this sync's commit is the one commit since the last trusted state (or
-    /// the sync was full); otherwise the next check inspects.
-    async fn record(&mut self, full: bool) {
+    /// Before a partial sync commits: when anyone committed since the state was last known
+    /// intact, checks the table now. The baseline [`record`](Self::record) takes after the
+    /// commit is read from the kernel, so damage done before it would otherwise become the
+    /// baseline and go unnoticed. Returns the generation the commit starts from.
+    async fn look_before_commit(&mut self) -> Option<u32> {
+        let generation = self.kernel.generation().await.ok().flatten();
+        if generation.is_none() || generation != self.seen.generation {
+            for family in self.config.ip_families.clone() {
+                let probe = self.probe(family);
+                let damage = match self.kernel.inspect(family, &probe).await {
+                    Ok(facts) => self.damage(family, &probe, facts.as_ref()),
+                    Err(error) => Some(format!("the table could not be checked: {error}")),
+                };
+                if damage.is_some() {
+                    self.seen.pending_damage = self.seen.pending_damage.take().or(damage);
+                    break;
+                }
+            }
+        }
+        generation
+    }
+
+    /// Records what the drift check compares with, after a successful sync that started from
+    /// generation `before` (`None`: a full sync, which needs no earlier state). The generation
+    /// is trusted only when this sync's commit is the one commit since the last trusted state
+    /// (or the sync was full); otherwise the next check inspects. A commit of someone else
+    /// inside the sync makes the baseline itself doubtful: the next check repairs.
+    async fn record(&mut self, full: bool, before: Option<u32>) {
         let previous = self.seen.generation.take();
         let generation = self.kernel.generation().await.ok().flatten();
+        if !full
+            && before.is_some()
+            && generation.is_some()
+            && generation != before.map(|g| g.wrapping_add(1))
+        {
+            self.seen.pending_damage.get_or_insert_with(|| {
+                "another program committed to nftables during the last sync, so its outcome is unconfirmed".to_owned()
+            });
+        }
         self.seen.tables.clear();
         for family in self.config.ip_families.clone() {
             if let Ok(Some(facts)) = self.kernel.inspect(family, &Probe::default()).await {
@@ -541,8 +578,15 @@ impl Dataplane for NftDataplane {
             }
         }
         // On failure the model above is ahead of the kernel; `apply` marks the next sync full.
+        let before = if transactions.is_empty() {
+            None
+        } else {
+            self.look_before_commit().await
+        };
         self.apply(&transactions).await?;
-        self.record(false).await;
+        if !transactions.is_empty() {
+            self.record(false, before).await;
+        }
         Ok(())
     }
 
@@ -561,13 +605,17 @@ impl Dataplane for NftDataplane {
             .collect();
         self.tables = tables;
         self.needs_full = false;
-        self.record(true).await;
+        self.seen.pending_damage = None;
+        self.record(true, None).await;
         Ok(())
     }
 
     async fn verify(&mut self) -> Result<Integrity, DataplaneError> {
         let failed =
             |error: NftError| DataplaneError::with_source("nftables drift check failed", error);
+        if let Some(damage) = self.seen.pending_damage.take() {
+            return Ok(Integrity::Damaged(damage));
+        }
         let generation = self.kernel.generation().await.map_err(failed)?;
         if generation.is_some() && generation == self.seen.generation {
             return Ok(Integrity::Intact);

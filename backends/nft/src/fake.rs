@@ -70,6 +70,14 @@ impl FakeNft {
         self.lock().tables.remove(&family);
     }
 
+    /// Deletes one chain as someone else would (`nft delete chain`), leaving whatever points
+    /// at it.
+    pub fn delete_chain(&self, family: IpFamily, chain: &str) {
+        if let Some(table) = self.lock().tables.get_mut(&family) {
+            table.chains.remove(chain);
+        }
+    }
+
     /// Removes every rule of a table as someone else would (`nft flush table`).
     pub fn flush_table(&self, family: IpFamily) {
         if let Some(table) = self.lock().tables.get_mut(&family) {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kproxy_core::{ChangeSet, Dataplane, IpFamily, ProxyState, ServiceChangeTracker};
+use kproxy_core::{ChangeSet, Dataplane, Integrity, IpFamily, ProxyState, ServiceChangeTracker};
 use kproxy_nft::{FakeNft, NftDataplane};
 
 fn dataplane() -> (NftDataplane, FakeNft) {
@@ -248,6 +248,48 @@ async fn a_changed_endpoint_count_rewrites_map_elements_and_no_rule() {
         );
     }
     assert_eq!(live(&dumps(&fake)), full_of(&tracker.state()).await);
+}
+
+/// Damage done between two syncs must not become the baseline the drift check compares with:
+/// a partial sync looks before it commits when anyone may have touched the table, and the next
+/// check reports what it saw.
+#[tokio::test]
+async fn damage_before_a_partial_sync_is_reported_by_the_next_check() {
+    let mut tracker = tracker();
+    sample_cluster(&mut tracker);
+    tracker.drain();
+    let (mut dataplane, fake) = dataplane();
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    let victim = fake
+        .dump(IpFamily::V4)
+        .lines()
+        .find_map(|line| {
+            let name = line.strip_prefix("chain service-")?;
+            (!name.contains("/web/")).then(|| format!("service-{}", name.trim()))
+        })
+        .expect("a service chain other than web's");
+    fake.delete_chain(IpFamily::V4, &victim);
+    tracker.upsert_endpoint_slice(&slice(
+        "web",
+        "v4",
+        8080,
+        "TCP",
+        &[ready("10.0.1.9", "node-a")],
+    ));
+    let changes = tracker.drain();
+    dataplane.sync(&tracker.state(), &changes).await.unwrap();
+    match dataplane.verify().await.unwrap() {
+        Integrity::Damaged(found) => assert!(found.contains("chains and sets"), "{found}"),
+        Integrity::Intact => {
+            panic!("{victim} was deleted before the sync, yet the check finds nothing")
+        }
+    }
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    assert_eq!(
+        dataplane.verify().await.unwrap(),
+        Integrity::Intact,
+        "a full sync repairs it"
+    );
 }
 
 /// Prints the full-sync input for the sample cluster (`-- --ignored --nocapture` to see it).

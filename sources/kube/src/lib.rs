@@ -10,7 +10,7 @@
 //! - A watcher that loses its connection or gets `410 Gone` backs off and re-lists; the
 //!   re-list replaces what it had (objects that vanished meanwhile are deleted) while the
 //!   rules already programmed stay in place. The backoff is upstream's (0.8 s doubling to
-//!   [`MAX_RETRY_DELAY`], with jitter, reset by progress), and each failure is one warning
+//!   30 s, with jitter, reset by progress), and each failure is one warning
 //!   naming the server ([`KubeSource::with_server`]) and the whole chain of causes.
 //! - When this node's Node is not in a complete list (or is deleted), one warning says so
 //!   ([`Sink::this_node_missing`]); again only if it goes missing again after it was seen.
@@ -266,21 +266,21 @@ async fn watch<K: Kind>(
             }
             Err(error) => {
                 // DefaultBackoff never gives up; the fallback only keeps the type honest.
-                let delay = backoff.next().unwrap_or(MAX_RETRY_DELAY);
-                sink.observer().watch_error(&kind, &error);
+                let delay = backoff.next().unwrap_or(FALLBACK_DELAY);
                 tracing::warn!(
                     retry_in = %format_args!("{:.1}s", delay.as_secs_f64()),
                     error = %cause_chain(&error),
                     "cannot watch {kind} on the API server {server}; retrying with backoff, rules stay in place"
                 );
+                sink.observer().watch_error(&kind, &error);
                 tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
-/// The longest wait between two attempts of a watcher, before jitter (upstream's 30 s).
-pub const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
+/// The wait should the backoff ever end: its ceiling, upstream's 30 s.
+const FALLBACK_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What [`KubeSource`] calls the server when it was not told its URL.
 const UNKNOWN_SERVER: &str = "(URL not given)";

@@ -11,10 +11,11 @@
 //!   with its line and column. An object (kind, namespace, name) defined twice is warned
 //!   about, naming both places, and the later definition wins: paths in the order given, a
 //!   directory's files in name order, a file's documents in order.
-//! - [`apply`] applies a new read on top of the previous one as a diff: what vanished from the
-//!   files is deleted.
+//! - [`apply`] applies a new read on top of the previous one as a diff, under one lock of the
+//!   tracker so that no sync sees half of it: what vanished from the files is deleted.
 //! - [`run`] applies a first read, marks the source ready, then re-reads the files whenever
-//!   they change.
+//!   they change. When a read holds no Node named like this node, one warning says so, and
+//!   again only if it goes missing again after it was seen.
 //!
 //! Every source feeds the tracker through a [`Sink`] and reports to a [`SourceObserver`];
 //! both live here rather than in `kproxy-kube` so that this light crate (no `kube` dependency)

@@ -252,9 +252,4 @@ impl Batch<'_> {
     pub fn set_service_cidrs(&mut self, cidrs: Vec<ipnet::IpNet>) {
         self.tracker.set_service_cidrs(cidrs);
     }
-
-    /// The name of the node this proxy runs on.
-    pub fn node_name(&self) -> &str {
-        &self.tracker.node().name
-    }
 }

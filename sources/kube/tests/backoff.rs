@@ -6,7 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kproxy_apiserver::ApiServer;
+use k8s_openapi::api::core::v1::Node;
+use kproxy_apiserver::{ApiServer, Kind};
 use kproxy_core::{ConversionOptions, NodeInfo, Readiness, ServiceChangeTracker, TrackerHandle};
 use kproxy_kube::{KubeReady, KubeSource, READINESS_SOURCES, Sink, SourceObserver};
 use tokio::time::Instant;
@@ -97,6 +98,18 @@ fn start(url: &str, errors: &Arc<Errors>) -> (Readiness, tokio::task::JoinHandle
     (readiness, task)
 }
 
+/// Waits (at most five minutes of the paused clock) until `count` failures were told.
+async fn failures_reach(errors: &Errors, count: usize) {
+    let reached = async {
+        while errors.count() < count {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), reached)
+        .await
+        .unwrap_or_else(|_| panic!("{count} failures expected, {} seen", errors.count()));
+}
+
 fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }
@@ -176,9 +189,7 @@ async fn the_backoff_is_reset_once_the_server_answers() {
     let (readiness, task) = start(&server.url(), &errors);
 
     // Refused five times: the last wait is at least 6.4 s.
-    while errors.count() < 5 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    failures_reach(&errors, 5).await;
     let before = gaps(&errors.times());
     assert_backoff(&before);
 
@@ -197,9 +208,7 @@ async fn the_backoff_is_reset_once_the_server_answers() {
 
     let failures = errors.count();
     server.stop().await;
-    while errors.count() < failures + 3 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    failures_reach(&errors, failures + 3).await;
     task.abort();
     let after = gaps(&errors.times()[failures..]);
     assert_backoff(&after);
@@ -210,4 +219,60 @@ async fn the_backoff_is_reset_once_the_server_answers() {
         .filter(|line| line.contains("can't get this node's Node object"))
         .count();
     assert_eq!(missing, 1);
+}
+
+/// This node's Node missing from the API server is warned about once, not at every relist,
+/// and again when it goes missing after it was seen.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_missing_node_is_warned_once_until_it_goes_missing_again() {
+    let captured = Captured::default();
+    let _guard = captured.install();
+    let missing = |captured: &Captured| -> Vec<String> {
+        captured
+            .lines()
+            .into_iter()
+            .filter(|line| line.contains("can't get this node's Node object"))
+            .collect()
+    };
+    let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .unwrap();
+    let errors = Arc::new(Errors::default());
+    let (readiness, task) = start(&server.url(), &errors);
+    tokio::time::timeout(Duration::from_secs(60), readiness.wait())
+        .await
+        .expect("ready");
+    assert_eq!(missing(&captured).len(), 1);
+
+    // A later version compacted and every connection cut: the watchers get 410 Gone and
+    // relist, still without the Node.
+    let node_lists = |server: &ApiServer| server.count_requests(|r| r.is_list_of(Kind::Node));
+    let lists = node_lists(&server);
+    let mut other = Node::default();
+    other.metadata.name = Some("node-b".into());
+    server.create(&other).unwrap();
+    server.compact();
+    server.stop().await;
+    server.restart().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while node_lists(&server) == lists {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the Node watcher relists");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(missing(&captured).len(), 1, "{:#?}", missing(&captured));
+
+    // It appears, then is deleted: warned again.
+    let mut node = Node::default();
+    node.metadata.name = Some("node-a".into());
+    server.create(&node).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.delete::<Node>(None, "node-a").unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    task.abort();
+    let missing = missing(&captured);
+    assert_eq!(missing.len(), 2, "{missing:#?}");
+    assert!(missing[1].contains("it was deleted"), "{}", missing[1]);
 }

@@ -382,6 +382,10 @@ fn key(meta: &ObjectMeta) -> (String, String) {
 /// vanished is deleted, what stayed the same is left alone. All of it is applied under one
 /// lock of the tracker ([`Sink::batch`]), so a sync programs the whole new read or none of it.
 pub fn apply(sink: &Sink, previous: &Manifests, next: &Manifests) {
+    // A batch asks for a sync even when it changes nothing.
+    if previous == next {
+        return;
+    }
     sink.batch(|batch| {
         for (key, service) in &next.services {
             if previous.services.get(key) != Some(service) {

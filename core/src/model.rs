@@ -192,10 +192,12 @@ pub enum TrafficDistribution {
 /// path in the kernel backends: [`app_protocol`](Self::app_protocol) and the Service's
 /// [`labels`](Self::labels) and [`annotations`](Self::annotations).
 ///
-/// Every field counts in comparisons, so a change of labels only is a change the tracker
-/// reports (an embedder that keys on labels must see it). The kernel backends render the same
-/// rules for it and write nothing: nftables compares rendered chains and elements, and stale
-/// conntrack flows are computed from endpoints and addresses only.
+/// Every field counts in comparisons, so a change of labels only (or of an endpoint's
+/// [`target_ref`](Endpoint::target_ref)) is a change the tracker reports: an embedder that
+/// keys on them must see it. Its [`plan`](crate::plan) is the same, so a backend that compares
+/// what it renders writes nothing for it (the nftables backend compares rendered chains and
+/// elements; stale-flow cleaning looks at endpoints and addresses only). A backend that
+/// rewrites a service's rules on any change of its `ServicePort` would rewrite them needlessly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     /// Which port of which Service this is.

@@ -47,7 +47,7 @@ pub use error::{ModelError, ObjectKind, ObjectRef};
 pub use handle::TrackerHandle;
 pub use model::{
     Endpoint, IpFamily, NamespacedName, NodeInfo, Protocol, ServicePort, ServicePortName,
-    ServicePortState, SessionAffinity,
+    ServicePortState, SessionAffinity, TargetRef,
 };
 pub use readiness::{Readiness, SourceReady};
 pub use reconciler::{Reconciler, ReconcilerConfig, SyncKind, SyncReport, SyncStatus};

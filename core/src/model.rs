@@ -5,7 +5,7 @@
 //! both families and an endpoint list may mix them. A backend that programs one family at a time
 //! uses [`ServicePort::cluster_ip`] and [`Endpoint::family`] to pick its half.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -188,7 +188,16 @@ pub enum TrafficDistribution {
 }
 
 /// One service port as a dataplane sees it: every address it is reachable on and how traffic
-/// to it is to be treated. Only fields that change what a packet meets are here.
+/// to it is to be treated, plus what some backends key on without it changing a packet's
+/// path in the kernel backends: [`app_protocol`](Self::app_protocol) and the Service's
+/// [`labels`](Self::labels) and [`annotations`](Self::annotations).
+///
+/// Every field counts in comparisons, so a change of labels only (or of an endpoint's
+/// [`target_ref`](Endpoint::target_ref)) is a change the tracker reports: an embedder that
+/// keys on them must see it. Its [`plan`](crate::plan) is the same, so a backend that compares
+/// what it renders writes nothing for it (the nftables backend compares rendered chains and
+/// elements; stale-flow cleaning looks at endpoints and addresses only). A backend that
+/// rewrites a service's rules on any change of its `ServicePort` would rewrite them needlessly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     /// Which port of which Service this is.
@@ -217,7 +226,19 @@ pub struct ServicePort {
     pub health_check_node_port: Option<u16>,
     /// `spec.trafficDistribution`.
     pub traffic_distribution: Option<TrafficDistribution>,
+    /// The port's `appProtocol` (e.g. `kubernetes.io/h2c`, `http`), as given; this proxy's
+    /// own backends do not read it.
+    pub app_protocol: Option<String>,
+    /// The Service's labels, opaque, shared by all its ports.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// The Service's annotations, opaque, shared by all its ports, without
+    /// [`ANNOTATION_LAST_APPLIED`] (a copy of the whole object).
+    pub annotations: Arc<BTreeMap<String, String>>,
 }
+
+/// `kubectl apply`'s copy of the whole object. Left out of [`ServicePort::annotations`]: it is
+/// often larger than everything else the proxy keeps of a Service, and no backend keys on it.
+pub const ANNOTATION_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 impl ServicePort {
     /// A plain ClusterIP service port with every optional feature off; a base for tests and
@@ -236,6 +257,9 @@ impl ServicePort {
             internal_policy_local: false,
             health_check_node_port: None,
             traffic_distribution: None,
+            app_protocol: None,
+            labels: Arc::default(),
+            annotations: Arc::default(),
         }
     }
 
@@ -296,6 +320,23 @@ pub struct Endpoint {
     pub zone_hints: BTreeSet<Arc<str>>,
     /// `hints.forNodes`, sorted.
     pub node_hints: BTreeSet<Arc<str>>,
+    /// `targetRef`: the object behind the endpoint, usually its Pod.
+    pub target_ref: Option<Arc<TargetRef>>,
+}
+
+/// The object an endpoint stands for (an EndpointSlice endpoint's `targetRef`), usually a Pod:
+/// for backends that key on the pod (policy, per-pod counters). Fields the slice leaves out
+/// are empty.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TargetRef {
+    /// `kind`, e.g. `Pod`.
+    pub kind: String,
+    /// `namespace`.
+    pub namespace: String,
+    /// `name`.
+    pub name: String,
+    /// `uid`: tells a Pod from a later one of the same name.
+    pub uid: String,
 }
 
 impl Endpoint {
@@ -311,6 +352,7 @@ impl Endpoint {
             zone: None,
             zone_hints: BTreeSet::new(),
             node_hints: BTreeSet::new(),
+            target_ref: None,
         }
     }
 

@@ -153,7 +153,8 @@ async fn serve(
     Ok(())
 }
 
-async fn kube_client(settings: &RunSettings) -> Result<kube::Client, AppError> {
+/// The client and its server's URL (for the source's logs).
+async fn kube_client(settings: &RunSettings) -> Result<(kube::Client, String), AppError> {
     let error = |e: &dyn std::fmt::Display| AppError::KubeConfig(e.to_string());
     let mut config = match &settings.kubeconfig {
         Some(path) => {
@@ -173,7 +174,11 @@ async fn kube_client(settings: &RunSettings) -> Result<kube::Client, AppError> {
     if let Some(master) = &settings.master {
         config.cluster_url = master.parse().map_err(|e| error(&e))?;
     }
-    kube::Client::try_from(config).map_err(|e| error(&e))
+    let server = config.cluster_url.to_string();
+    Ok((
+        kube::Client::try_from(config).map_err(|e| error(&e))?,
+        server,
+    ))
 }
 
 /// Runs the proxy until `shutdown` completes; the rules stay in place afterwards.
@@ -274,13 +279,13 @@ pub(crate) async fn run(
                 async move { kproxy_manifests::run(vec![path], initial, sink, ready).await },
             )
         }
-        (None, Some(client)) => {
+        (None, Some((client, server))) => {
             let Some(ready) = KubeReady::from_tokens(tokens) else {
                 return Err(AppError::KubeConfig(
                     "the API-server source needs three readiness tokens".into(),
                 ));
             };
-            let source = KubeSource::new(client, settings.node_name.clone());
+            let source = KubeSource::new(client, settings.node_name.clone()).with_server(server);
             tokio::spawn(async move { source.run(sink, ready).await })
         }
         (None, None) => {

@@ -135,6 +135,12 @@ fn log_filter(verbosity: u32) -> String {
         _ => "trace",
     };
     std::iter::once("warn".to_owned())
+        // kube's HTTP layer logs every failed request at `error` ("failed with error client
+        // error (Connect)", no server, no cause); the watchers log the same failure once,
+        // naming the server and the cause, so it would be a second record per retry.
+        .chain(std::iter::once(
+            "kube_client::client::builder=off".to_owned(),
+        ))
         .chain(OWN_TARGETS.iter().map(|target| format!("{target}={level}")))
         .collect::<Vec<_>>()
         .join(",")
@@ -216,6 +222,10 @@ mod tests {
         }
         assert!(!filter.contains(",kube="), "{filter}");
         assert!(!filter.contains("hyper"), "{filter}");
+        assert!(
+            filter.contains(",kube_client::client::builder=off,"),
+            "{filter}"
+        );
         assert!(log_filter(0).contains("kproxy_nft=info"));
         assert!(log_filter(5).contains("kproxy_nft=trace"));
         // Every crate's target in this workspace is listed: a new crate must be added here.

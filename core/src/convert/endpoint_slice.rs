@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::fields::FieldReader;
 use super::{ConversionOptions, Converted, LABEL_SERVICE_NAME};
 use crate::error::{ObjectKind, ObjectRef};
-use crate::model::{Endpoint, IpFamily, NamespacedName, Protocol};
+use crate::model::{Endpoint, IpFamily, NamespacedName, Protocol, TargetRef};
 
 /// One entry of a slice's `ports`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +41,8 @@ pub struct SliceEndpoint {
     pub zone_hints: BTreeSet<Arc<str>>,
     /// `hints.forNodes[].name`.
     pub node_hints: BTreeSet<Arc<str>>,
+    /// `targetRef`, shared by the endpoint's copies at each port.
+    pub target_ref: Option<Arc<TargetRef>>,
 }
 
 impl SliceEndpoint {
@@ -56,6 +58,7 @@ impl SliceEndpoint {
             zone: self.zone.clone(),
             zone_hints: self.zone_hints.clone(),
             node_hints: self.node_hints.clone(),
+            target_ref: self.target_ref.clone(),
         }
     }
 }
@@ -192,6 +195,15 @@ pub fn endpoint_slice(
                 .flatten()
                 .map(|node| Arc::from(node.name.as_str()))
                 .collect(),
+            target_ref: endpoint.target_ref.as_ref().map(|target| {
+                let text = |value: &Option<String>| value.clone().unwrap_or_default();
+                Arc::new(TargetRef {
+                    kind: text(&target.kind),
+                    namespace: text(&target.namespace),
+                    name: text(&target.name),
+                    uid: text(&target.uid),
+                })
+            }),
         });
     }
     Converted {

@@ -1,6 +1,8 @@
 //! `v1/Service` → [`ServicePort`]s.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 
@@ -9,8 +11,8 @@ use super::Converted;
 use super::fields::FieldReader;
 use crate::error::{ObjectKind, ObjectRef};
 use crate::model::{
-    DEFAULT_SESSION_AFFINITY_TIMEOUT_SECONDS, IpFamily, NamespacedName, ServicePort,
-    ServicePortName, SessionAffinity, TrafficDistribution,
+    ANNOTATION_LAST_APPLIED, DEFAULT_SESSION_AFFINITY_TIMEOUT_SECONDS, IpFamily, NamespacedName,
+    ServicePort, ServicePortName, SessionAffinity, TrafficDistribution,
 };
 
 /// A Service as the proxy sees it: its key and the ports it programs.
@@ -112,6 +114,17 @@ fn service_ports(
             other => TrafficDistribution::Other(other.to_owned()),
         });
 
+    let labels = Arc::new(svc.metadata.labels.clone().unwrap_or_default());
+    let annotations: Arc<BTreeMap<String, String>> = Arc::new(
+        svc.metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(key, _)| key.as_str() != ANNOTATION_LAST_APPLIED)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+    );
+
     let mut ports = Vec::new();
     for (i, port) in spec.ports.iter().flatten().enumerate() {
         let Some(protocol) = reader.protocol(
@@ -145,6 +158,9 @@ fn service_ports(
             internal_policy_local,
             health_check_node_port: None,
             traffic_distribution: traffic_distribution.clone(),
+            app_protocol: port.app_protocol.clone(),
+            labels: Arc::clone(&labels),
+            annotations: Arc::clone(&annotations),
         };
         service_port.external_policy_local =
             external_policy_requested && service_port.externally_accessible();

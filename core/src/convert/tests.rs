@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeSpec,
     NodeStatus, Service, ServicePort as K8sServicePort, ServiceSpec, ServiceStatus,
@@ -460,4 +461,129 @@ fn node_info_reads_zone_pod_cidrs_and_addresses() {
         converted.value.addresses,
         ["192.168.0.2".parse::<std::net::IpAddr>().unwrap()]
     );
+}
+
+#[test]
+fn app_protocol_labels_and_annotations_are_kept() {
+    let mut svc = service(ServiceSpec {
+        cluster_ip: Some("172.30.0.1".into()),
+        ports: Some(vec![
+            K8sServicePort {
+                app_protocol: Some("kubernetes.io/h2c".into()),
+                ..port("grpc", 81, "TCP")
+            },
+            port("http", 80, "TCP"),
+        ]),
+        ..Default::default()
+    });
+    svc.metadata.labels = Some([("app".to_owned(), "web".to_owned())].into());
+    svc.metadata.annotations = Some(
+        [
+            ("cni.example/policy".to_owned(), "strict".to_owned()),
+            (
+                crate::model::ANNOTATION_LAST_APPLIED.to_owned(),
+                "{\"apiVersion\":\"v1\"}".to_owned(),
+            ),
+        ]
+        .into(),
+    );
+    let converted = super::service(&svc, &options());
+    assert!(converted.errors.is_empty());
+    let [grpc, http] = converted.value.ports.as_slice() else {
+        panic!("two ports expected")
+    };
+    assert_eq!(grpc.app_protocol.as_deref(), Some("kubernetes.io/h2c"));
+    assert_eq!(http.app_protocol, None);
+    assert_eq!(
+        *grpc.labels,
+        BTreeMap::from([("app".to_owned(), "web".to_owned())])
+    );
+    assert_eq!(
+        *grpc.annotations,
+        BTreeMap::from([("cni.example/policy".to_owned(), "strict".to_owned())]),
+        "kubectl's copy of the object is left out"
+    );
+    // One copy per Service, not per port.
+    assert!(std::sync::Arc::ptr_eq(&grpc.labels, &http.labels));
+    assert!(std::sync::Arc::ptr_eq(&grpc.annotations, &http.annotations));
+}
+
+#[test]
+fn a_service_without_labels_has_empty_maps() {
+    let converted = super::service(&service(cluster_ip_spec("172.30.0.1")), &options());
+    let [port] = converted.value.ports.as_slice() else {
+        panic!("one port expected")
+    };
+    assert!(port.labels.is_empty() && port.annotations.is_empty());
+    assert_eq!(port.app_protocol, None);
+}
+
+#[test]
+fn the_target_ref_is_kept_for_each_port() {
+    let mut slice = slice(
+        "IPv4",
+        vec![
+            K8sEndpoint {
+                target_ref: Some(ObjectReference {
+                    kind: Some("Pod".into()),
+                    namespace: Some("ns".into()),
+                    name: Some("web-7d4f".into()),
+                    uid: Some("0b5c9c52-6a3e-4a8e-9d1e-2f0c3f6c1a11".into()),
+                    ..Default::default()
+                }),
+                ..endpoint("10.0.0.1", None)
+            },
+            K8sEndpoint {
+                target_ref: Some(ObjectReference {
+                    name: Some("bare".into()),
+                    ..Default::default()
+                }),
+                ..endpoint("10.0.0.2", None)
+            },
+            endpoint("10.0.0.3", None),
+        ],
+    );
+    slice.ports = Some(vec![
+        EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            ..Default::default()
+        },
+        EndpointPort {
+            name: Some("admin".into()),
+            port: Some(9090),
+            ..Default::default()
+        },
+    ]);
+    let converted = endpoint_slice(&slice, &options());
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    let [pod, bare, none] = converted.value.endpoints.as_slice() else {
+        panic!("three endpoints expected")
+    };
+    let target = pod.target_ref.as_deref().unwrap();
+    assert_eq!(
+        *target,
+        crate::model::TargetRef {
+            kind: "Pod".into(),
+            namespace: "ns".into(),
+            name: "web-7d4f".into(),
+            uid: "0b5c9c52-6a3e-4a8e-9d1e-2f0c3f6c1a11".into(),
+        }
+    );
+    assert_eq!(
+        bare.target_ref.as_deref(),
+        Some(&crate::model::TargetRef {
+            name: "bare".into(),
+            ..Default::default()
+        }),
+        "fields the slice leaves out are empty"
+    );
+    assert_eq!(none.target_ref, None);
+    // The endpoint's copies at each port share one reference.
+    let at_http = pod.at_port(8080);
+    let at_admin = pod.at_port(9090);
+    assert!(std::sync::Arc::ptr_eq(
+        at_http.target_ref.as_ref().unwrap(),
+        at_admin.target_ref.as_ref().unwrap()
+    ));
 }

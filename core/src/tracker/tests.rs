@@ -276,3 +276,52 @@ fn only_this_nodes_node_object_counts() {
         Some("zone-z")
     );
 }
+
+/// A label-only change must reach embedders that key on labels, so it is a change; the kernel
+/// backends then plan exactly what they had, and write nothing.
+#[test]
+fn a_label_only_change_is_reported_and_plans_the_same() {
+    use crate::ProxyConfig;
+    use crate::model::IpFamily;
+    use crate::plan::{FamilyPlan, PortPlan};
+
+    let mut t = tracker();
+    let mut svc = service("ns", "web", "172.30.0.1", &[("http", 80)]);
+    t.upsert_service(&svc);
+    t.upsert_endpoint_slice(&slice(
+        "ns",
+        "web-1",
+        "web",
+        &[("http", 8080)],
+        &[ready("10.0.0.1")],
+    ));
+    t.drain();
+    let before = t.state();
+
+    svc.metadata.labels = Some([("team".to_owned(), "blue".to_owned())].into());
+    t.upsert_service(&svc);
+    let changes = t.drain();
+    let change = changes.get(&key("web", "http")).expect("a change");
+    assert!(!change.endpoints_only());
+    let (previous, current) = (
+        change.previous.as_deref().unwrap(),
+        change.current.as_deref().unwrap(),
+    );
+    assert_eq!(
+        current.port.labels.get("team").map(String::as_str),
+        Some("blue")
+    );
+
+    let config = ProxyConfig::default();
+    let after = t.state();
+    let old_family = FamilyPlan::new(IpFamily::V4, &config, &before);
+    let new_family = FamilyPlan::new(IpFamily::V4, &config, &after);
+    assert_eq!(
+        PortPlan::new(&old_family, previous),
+        PortPlan::new(&new_family, current)
+    );
+
+    // The same labels again: nothing to report.
+    t.upsert_service(&svc);
+    assert!(t.drain().is_empty());
+}

@@ -6,12 +6,16 @@
 //!   `*.yaml` and `*.yml` files in name order) or text: multi-document YAML, `List` kinds, and
 //!   the kinds Service, EndpointSlice, Node and ServiceCIDR (others are skipped). Namespaced
 //!   objects without a namespace get `default`, as `kubectl apply` would. A document that does
-//!   not decode is skipped with a warning naming its file and position; an object that appears
-//!   twice is warned about and the later one is kept.
-//! - [`apply`] applies a new read on top of the previous one as a diff: what vanished from the
-//!   files is deleted.
+//!   not decode (or has no kind) is skipped with one warning naming its file, its index, its
+//!   kind, namespace and name when known, and why; an invalid file is an error of one line
+//!   with its line and column. An object (kind, namespace, name) defined twice is warned
+//!   about, naming both places, and the later definition wins: paths in the order given, a
+//!   directory's files in name order, a file's documents in order.
+//! - [`apply`] applies a new read on top of the previous one as a diff, under one lock of the
+//!   tracker so that no sync sees half of it: what vanished from the files is deleted.
 //! - [`run`] applies a first read, marks the source ready, then re-reads the files whenever
-//!   they change.
+//!   they change. When a read holds no Node named like this node, one warning says so, and
+//!   again only if it goes missing again after it was seen.
 //!
 //! Every source feeds the tracker through a [`Sink`] and reports to a [`SourceObserver`];
 //! both live here rather than in `kproxy-kube` so that this light crate (no `kube` dependency)
@@ -67,7 +71,8 @@ pub enum ManifestError {
     Yaml {
         /// The path.
         path: PathBuf,
-        /// The parser's message.
+        /// The parser's message on one line, with the line and column in the file (a log
+        /// record or an exit message stays one line; the parser's source snippet is left out).
         message: String,
     },
 }
@@ -190,7 +195,7 @@ impl Reader {
         let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
             .map_err(|e| ManifestError::Yaml {
                 path: file.to_owned(),
-                message: e.to_string(),
+                message: one_line(&e.without_snippet().to_string()),
             })?;
         for (index, document) in documents.into_iter().enumerate() {
             let origin = Origin {
@@ -215,28 +220,36 @@ impl Reader {
                 kind,
                 namespace = meta.namespace.as_deref().unwrap_or_default(),
                 name = meta.name.as_deref().unwrap_or_default(),
-                first = %first,
-                again = %origin,
-                "an object appears twice; keeping the later one"
+                kept = %origin,
+                replaced = %first,
+                "the same object is defined twice; the later definition ({origin}) replaces \
+                 the earlier one ({first})"
             );
         }
     }
 
     fn add_document(&mut self, document: Value, origin: Origin) {
-        let kind = document
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let name = document
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let decoded = match kind.as_str() {
+        // An empty document (`---` twice, a trailing `---`) holds nothing to skip.
+        if document.is_null() {
+            return;
+        }
+        let text = |pointer: &str| {
+            document
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let skipped = Skipped {
+            origin: &origin,
+            kind: text("/kind"),
+            namespace: text("/metadata/namespace"),
+            name: text("/metadata/name"),
+        };
+        let decoded = match skipped.kind.as_str() {
             "List" | "ServiceList" | "EndpointSliceList" | "NodeList" | "ServiceCIDRList" => {
                 if origin.item.is_some() {
-                    tracing::warn!(origin = %origin, %kind, "skipping a List nested in a List");
+                    skipped.warn("a List nested in a List");
                     return;
                 }
                 if let Some(Value::Array(items)) = document.get("items") {
@@ -283,15 +296,71 @@ impl Reader {
                     .collect();
                 self.manifests.service_cidrs.insert(name, nets);
             }),
+            "" => {
+                skipped.warn("it has no kind");
+                return;
+            }
             _ => {
-                tracing::debug!(origin = %origin, %kind, %name, "skipping a document of another kind");
+                // Other kinds are expected in a directory of manifests; not worth a warning.
+                tracing::debug!(origin = %origin, kind = %skipped.kind, namespace = %skipped.namespace, name = %skipped.name, "skipping a document of a kind the proxy does not read");
                 return;
             }
         };
         if let Err(error) = decoded {
-            tracing::warn!(origin = %origin, %kind, %name, %error, "skipping a document that does not decode");
+            skipped.warn(&format!(
+                "it does not decode: {}",
+                one_line(&error.to_string())
+            ));
         }
     }
+}
+
+/// A document left out, named for its warning.
+struct Skipped<'a> {
+    origin: &'a Origin,
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+impl Skipped<'_> {
+    /// Warns that the document is skipped, naming its file, index, kind, namespace and name
+    /// (empty when the document does not say) and `why`.
+    fn warn(&self, why: &str) {
+        tracing::warn!(
+            origin = %self.origin,
+            kind = %self.kind,
+            namespace = %self.namespace,
+            name = %self.name,
+            "skipping {} ({}): {why}",
+            self.origin,
+            self.describe(),
+        );
+    }
+
+    /// `Service ns/web`, `Node node-a`, `(no kind) ns/web`, `Service without a name`.
+    fn describe(&self) -> String {
+        let kind = if self.kind.is_empty() {
+            "(no kind)"
+        } else {
+            &self.kind
+        };
+        match (self.namespace.as_str(), self.name.as_str()) {
+            (_, "") => format!("{kind} without a name"),
+            ("", name) => format!("{kind} {name}"),
+            (namespace, name) => format!("{kind} {namespace}/{name}"),
+        }
+    }
+}
+
+/// `text` on one line: each line trimmed, joined by spaces, so that a log record never spans
+/// several lines.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Gives a namespaced object without a namespace the default one, as `kubectl` would; the
@@ -310,41 +379,57 @@ fn key(meta: &ObjectMeta) -> (String, String) {
 }
 
 /// Applies `next` on top of `previous` through the sink: what changed is upserted, what
-/// vanished is deleted, what stayed the same is left alone.
+/// vanished is deleted, what stayed the same is left alone. All of it is applied under one
+/// lock of the tracker ([`Sink::batch`]), so a sync programs the whole new read or none of it.
 pub fn apply(sink: &Sink, previous: &Manifests, next: &Manifests) {
-    for (key, service) in &next.services {
-        if previous.services.get(key) != Some(service) {
-            sink.upsert_service(service);
+    // A batch asks for a sync even when it changes nothing.
+    if previous == next {
+        return;
+    }
+    sink.batch(|batch| {
+        for (key, service) in &next.services {
+            if previous.services.get(key) != Some(service) {
+                batch.upsert_service(service);
+            }
         }
-    }
-    for key in previous
-        .services
-        .keys()
-        .filter(|k| !next.services.contains_key(*k))
-    {
-        sink.delete_service(&key.0, &key.1);
-    }
-    for (key, slice) in &next.slices {
-        if previous.slices.get(key) != Some(slice) {
-            sink.upsert_endpoint_slice(slice);
+        for key in previous
+            .services
+            .keys()
+            .filter(|k| !next.services.contains_key(*k))
+        {
+            batch.delete_service(&key.0, &key.1);
         }
-    }
-    for key in previous
-        .slices
-        .keys()
-        .filter(|k| !next.slices.contains_key(*k))
-    {
-        sink.delete_endpoint_slice(&key.0, &key.1);
-    }
-    // A Node that vanished keeps its last information, as with the API server.
-    for (name, node) in &next.nodes {
-        if previous.nodes.get(name) != Some(node) {
-            sink.upsert_node(node);
+        for (key, slice) in &next.slices {
+            if previous.slices.get(key) != Some(slice) {
+                batch.upsert_endpoint_slice(slice);
+            }
         }
-    }
-    let cidrs = next.service_cidr_union();
-    if cidrs != previous.service_cidr_union() {
-        sink.set_service_cidrs(cidrs);
+        for key in previous
+            .slices
+            .keys()
+            .filter(|k| !next.slices.contains_key(*k))
+        {
+            batch.delete_endpoint_slice(&key.0, &key.1);
+        }
+        // A Node that vanished keeps its last information, as with the API server.
+        for (name, node) in &next.nodes {
+            if previous.nodes.get(name) != Some(node) {
+                batch.upsert_node(node);
+            }
+        }
+        let cidrs = next.service_cidr_union();
+        if cidrs != previous.service_cidr_union() {
+            batch.set_service_cidrs(cidrs);
+        }
+    });
+}
+
+/// Warns (once, see [`Sink::this_node_missing`]) when `manifests` hold no Node named like
+/// this node.
+fn check_this_node(sink: &Sink, manifests: &Manifests) {
+    let node = sink.handle().lock().node().name.clone();
+    if !manifests.nodes.contains_key(&node) {
+        sink.this_node_missing("the manifests hold no Node of this name");
     }
 }
 
@@ -369,6 +454,7 @@ fn fingerprint(paths: &[PathBuf]) -> BTreeSet<(PathBuf, Option<SystemTime>, u64)
 pub async fn run(paths: Vec<PathBuf>, initial: Manifests, sink: Sink, ready: SourceReady) {
     let mut current = initial;
     apply(&sink, &Manifests::default(), &current);
+    check_this_node(&sink, &current);
     ready.mark_ready();
     tracing::info!(paths = ?paths, services = current.services.len(), slices = current.slices.len(), "manifests loaded");
     let mut seen = fingerprint(&paths);
@@ -382,6 +468,7 @@ pub async fn run(paths: Vec<PathBuf>, initial: Manifests, sink: Sink, ready: Sou
         match read_paths(&paths) {
             Ok(next) => {
                 apply(&sink, &current, &next);
+                check_this_node(&sink, &next);
                 current = next;
                 tracing::info!(paths = ?paths, services = current.services.len(), slices = current.slices.len(), "manifests changed; re-read");
             }

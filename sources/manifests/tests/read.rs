@@ -292,3 +292,53 @@ async fn run_rereads_changed_files() {
     source.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Regression: a re-read was applied one object at a time, so a sync running meanwhile could
+/// program half of it. Another thread drains as the reconciler does, as fast as it can, while
+/// a re-read replaces 2,000 Services by 2,000 others: every drain holds all 4,000 changes or
+/// none.
+#[test]
+fn a_reread_is_synced_whole_or_not_at_all() {
+    let services = |prefix: &str| -> String {
+        (0..2000)
+            .map(|i| {
+                service(
+                    Some("ns"),
+                    &format!("{prefix}-{i}"),
+                    &format!("10.96.{}.{}", i / 250, i % 250 + 1),
+                )
+            })
+            .collect()
+    };
+    let before = Manifests::from_yaml(&services("old"), "before").unwrap();
+    let after = Manifests::from_yaml(&services("new"), "after").unwrap();
+    let handle = handle();
+    let sink = Sink::unobserved(handle.clone());
+    apply(&sink, &Manifests::default(), &before);
+    assert_eq!(handle.lock().drain().len(), 2000);
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drainer = {
+        let handle = handle.clone();
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut sizes = Vec::new();
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let size = handle.lock().drain().len();
+                if size != 0 {
+                    sizes.push(size);
+                }
+                if finished {
+                    return sizes;
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    apply(&sink, &before, &after);
+    done.store(true, Ordering::Release);
+    let sizes = drainer.join().unwrap();
+    assert_eq!(sizes, [4000], "drains that saw part of the re-read");
+    assert_eq!(handle.lock().state().len(), 2000);
+}

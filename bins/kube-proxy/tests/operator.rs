@@ -119,7 +119,7 @@ fn logs_to_a_pipe_are_plain_and_a_closed_stderr_is_no_panic() {
     let ns = namespace("pipe");
     let mut args = demo_args();
     args.extend(["--netns", ns.name()].map(String::from));
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

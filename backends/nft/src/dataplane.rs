@@ -277,7 +277,7 @@ impl NftDataplane {
         result.map_err(|error| {
             self.needs_full = true;
             if let Some(command) = error.command() {
-                tracing::debug!(%command, "refused nft input");
+                tracing::debug!(%command, "nft refused its input");
             }
             DataplaneError::with_source("nftables transaction failed", error)
         })

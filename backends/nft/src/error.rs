@@ -18,7 +18,9 @@ pub enum NftError {
     /// nft refused the input; nothing of it was applied.
     #[error("nft refused the transaction: {message}")]
     Refused {
-        /// The exact input nft was given.
+        /// What nft was run with: its arguments and the size of its input, never the input
+        /// itself (a full sync's is about 100 MB at 100,000 Services). nft's own message
+        /// quotes the line it refused.
         command: String,
         /// What nft printed on stderr (its first lines).
         message: String,
@@ -59,7 +61,7 @@ impl NftError {
         }
     }
 
-    /// The input nft refused, if any.
+    /// What nft was run with when it refused (arguments and input size), if it refused.
     pub fn command(&self) -> Option<&str> {
         match self {
             NftError::Refused { command, .. } => Some(command),

@@ -1,7 +1,6 @@
 //! Access to the kernel's nftables: a small trait, and its real implementation that drives
 //! nf_tables netlink directly for incremental syncs and the `nft` command for the rest.
 
-use std::fmt::Write as _;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -187,7 +186,10 @@ impl NftCommand {
         command
     }
 
-    async fn run(&self, args: &[&str], input: Option<String>) -> Result<String, NftError> {
+    /// Runs nft with `args`, writing `input`'s commands to its standard input piece by piece
+    /// as nft reads them: the whole input is never held at once (about 100 MB at 100,000
+    /// Services), and rendering overlaps nft's parsing.
+    async fn run(&self, args: &[&str], input: Option<&[Transaction]>) -> Result<String, NftError> {
         let mut command = self.command(args);
         command.stdin(if input.is_some() {
             Stdio::piped()
@@ -198,12 +200,28 @@ impl NftCommand {
         let mut child = command
             .spawn()
             .map_err(|source| NftError::Spawn { source })?;
+        let mut sent = InputSize::default();
         let run = async {
-            if let (Some(input), Some(mut stdin)) = (input.as_ref(), child.stdin.take()) {
-                stdin
-                    .write_all(input.as_bytes())
-                    .await
-                    .map_err(|source| NftError::Spawn { source })?;
+            if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+                let mut chunk = String::with_capacity(INPUT_CHUNK + INPUT_CHUNK / 4);
+                'input: for transaction in input {
+                    let mut next = 0;
+                    while next < transaction.ops().len() {
+                        chunk.clear();
+                        next = transaction
+                            .write_commands(&mut chunk, next, INPUT_CHUNK)
+                            .map_err(|_| NftError::Spawn {
+                                source: std::io::Error::other("rendering the nft input failed"),
+                            })?;
+                        sent.add(&chunk);
+                        // A write error means nft stopped reading: its exit status and
+                        // message below say why.
+                        if stdin.write_all(chunk.as_bytes()).await.is_err() {
+                            break 'input;
+                        }
+                    }
+                }
+                drop(stdin);
             }
             child
                 .wait_with_output()
@@ -225,10 +243,41 @@ impl NftCommand {
                 message.push("…");
             }
             Err(NftError::Refused {
-                command: input.unwrap_or_else(|| format!("nft {}", args.join(" "))),
+                command: run_summary(args, input.map(|_| sent)),
                 message: message.join("\n"),
             })
         }
+    }
+}
+
+/// How much of its input nft is handed at a time.
+const INPUT_CHUNK: usize = 1 << 20;
+
+/// How much input an nft run was given.
+#[derive(Debug, Clone, Copy, Default)]
+struct InputSize {
+    lines: usize,
+    bytes: usize,
+}
+
+impl InputSize {
+    fn add(&mut self, text: &str) {
+        self.lines += text.bytes().filter(|b| *b == b'\n').count();
+        self.bytes += text.len();
+    }
+}
+
+/// How an nft run is named in errors and logs: the arguments and the input's size, never the
+/// input itself.
+fn run_summary(args: &[&str], input: Option<InputSize>) -> String {
+    match input {
+        Some(size) => format!(
+            "nft {} with {} lines ({} bytes) of input",
+            args.join(" "),
+            size.lines,
+            size.bytes
+        ),
+        None => format!("nft {}", args.join(" ")),
     }
 }
 
@@ -454,14 +503,8 @@ impl NftKernel for NftCommand {
                 }
             }
         }
-        // One string written in place: collecting per-transaction strings would hold the
-        // whole input twice (about 100 MB each at 100,000 Services).
-        let mut input = String::new();
-        for transaction in transactions {
-            let _ = write!(input, "{transaction}");
-        }
         // One `nft -f` run is one netlink batch: both tables change together or not at all.
-        self.run(&["-f", "-"], Some(input)).await.map(drop)
+        self.run(&["-f", "-"], Some(transactions)).await.map(drop)
     }
 
     async fn list(&mut self, family: IpFamily) -> Result<String, NftError> {

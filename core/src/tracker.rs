@@ -18,7 +18,7 @@ use crate::changes::{Change, ChangeSet};
 use crate::convert::{self, ConversionOptions, EndpointSliceInfo, ServiceInfo};
 use crate::error::ModelError;
 use crate::model::ServicePortState;
-use crate::model::{Endpoint, NamespacedName, NodeInfo, ServicePort, ServicePortName};
+use crate::model::{Endpoint, NamespacedName, NodeInfo, Protocol, ServicePort, ServicePortName};
 use crate::state::ProxyState;
 
 /// Collects Service and EndpointSlice events and hands out what changed.
@@ -181,20 +181,32 @@ impl ServiceChangeTracker {
     pub fn drain(&mut self) -> ChangeSet {
         let touched = std::mem::take(&mut self.touched);
         let mut changes = BTreeMap::new();
-        for name in touched {
-            let current = self.compute(&name);
-            let previous = self.state.get(&name);
-            let unchanged = match (previous, &current) {
-                (None, None) => true,
-                (Some(previous), Some(current)) => **previous == *current,
-                _ => false,
-            };
-            if !unchanged {
-                let change = Change {
-                    previous: previous.cloned(),
-                    current: current.map(Arc::new),
+        // Touched ports come sorted, so the ports of one Service are neighbours: they are
+        // computed together, with indexed lookups, so that a Service with thousands of ports
+        // costs time in proportion to its size, not to its size squared.
+        let mut touched = touched.into_iter().peekable();
+        while let Some(first) = touched.next() {
+            let mut group = vec![first];
+            while let Some(next) = touched
+                .next_if(|next| next.namespace == group[0].namespace && next.name == group[0].name)
+            {
+                group.push(next);
+            }
+            let computed = self.compute_service(&group);
+            for (name, current) in group.into_iter().zip(computed) {
+                let previous = self.state.get(&name);
+                let unchanged = match (previous, &current) {
+                    (None, None) => true,
+                    (Some(previous), Some(current)) => **previous == *current,
+                    _ => false,
                 };
-                changes.insert(name, change);
+                if !unchanged {
+                    let change = Change {
+                        previous: previous.cloned(),
+                        current: current.map(Arc::new),
+                    };
+                    changes.insert(name, change);
+                }
             }
         }
         let node = std::mem::take(&mut self.node_changed).then(|| self.node.clone());
@@ -215,40 +227,69 @@ impl ServiceChangeTracker {
         &self.node
     }
 
-    /// Recomputes one service port from the store.
-    fn compute(&self, name: &ServicePortName) -> Option<ServicePortState> {
-        let service = NamespacedName::new(name.namespace.clone(), name.name.clone());
-        let port = self
-            .services
-            .get(&service)?
-            .iter()
-            .find(|port| port.name == *name)?;
-        Some(ServicePortState {
-            port: port.clone(),
-            endpoints: self.endpoints_of(&service, name),
-        })
-    }
-
-    /// Merges the endpoints of every slice of `service` for one port. An address listed by two
-    /// slices counts once: the copy from the first slice in name order, unless a later copy is
-    /// local and the first is not (upstream prefers the local copy).
-    fn endpoints_of(&self, service: &NamespacedName, name: &ServicePortName) -> Vec<Endpoint> {
-        let mut merged: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
-        let Some(slice_names) = self.slices_by_service.get(service) else {
+    /// Recomputes service ports of one Service from the store, in the order of `names`.
+    fn compute_service(&self, names: &[ServicePortName]) -> Vec<Option<ServicePortState>> {
+        let Some(first) = names.first() else {
             return Vec::new();
         };
-        for slice_name in slice_names {
-            let key = NamespacedName::new(service.namespace.clone(), slice_name.clone());
-            let Some(slice) = self.slices.get(&key) else {
+        let service = NamespacedName::new(first.namespace.clone(), first.name.clone());
+        let Some(ports) = self.services.get(&service) else {
+            return vec![None; names.len()];
+        };
+        let mut by_name: HashMap<(&str, Protocol), &ServicePort> = HashMap::new();
+        for port in ports {
+            // The first of two ports with one name wins, as a search in order would find.
+            by_name
+                .entry((port.name.port.as_str(), port.name.protocol))
+                .or_insert(port);
+        }
+        // Each slice's port numbers by port name and protocol, built once for the Service.
+        let slices: Vec<(&EndpointSliceInfo, HashMap<(&str, Protocol), Vec<u16>>)> = self
+            .slices_by_service
+            .get(&service)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice_name| {
+                let key = NamespacedName::new(service.namespace.clone(), slice_name.clone());
+                let slice = self.slices.get(&key)?;
+                let mut numbers: HashMap<(&str, Protocol), Vec<u16>> = HashMap::new();
+                for port in &slice.ports {
+                    numbers
+                        .entry((port.name.as_str(), port.protocol))
+                        .or_default()
+                        .push(port.port);
+                }
+                Some((slice, numbers))
+            })
+            .collect();
+        names
+            .iter()
+            .map(|name| {
+                let port = by_name.get(&(name.port.as_str(), name.protocol))?;
+                Some(ServicePortState {
+                    port: (*port).clone(),
+                    endpoints: self.endpoints_of(&slices, name),
+                })
+            })
+            .collect()
+    }
+
+    /// Merges the endpoints of every slice of a Service for one port. An address listed by two
+    /// slices counts once: the copy from the first slice in name order, unless a later copy is
+    /// local and the first is not (upstream prefers the local copy).
+    fn endpoints_of(
+        &self,
+        slices: &[(&EndpointSliceInfo, HashMap<(&str, Protocol), Vec<u16>>)],
+        name: &ServicePortName,
+    ) -> Vec<Endpoint> {
+        let mut merged: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
+        for (slice, numbers) in slices {
+            let Some(numbers) = numbers.get(&(name.port.as_str(), name.protocol)) else {
                 continue;
             };
-            let ports = slice
-                .ports
-                .iter()
-                .filter(|p| p.name == name.port && p.protocol == name.protocol);
-            for port in ports {
+            for number in numbers {
                 for endpoint in &slice.endpoints {
-                    let candidate = endpoint.at_port(port.port);
+                    let candidate = endpoint.at_port(*number);
                     match merged.entry((candidate.address, candidate.port)) {
                         std::collections::btree_map::Entry::Vacant(entry) => {
                             entry.insert(candidate);

@@ -3,7 +3,7 @@
 //! Every function here is pure and total: it returns what could be used together with a list
 //! of [`ModelError`]s for what could not. Defaults are the Kubernetes API's.
 
-mod address;
+pub mod address;
 mod endpoint_slice;
 mod fields;
 mod node;

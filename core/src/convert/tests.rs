@@ -745,3 +745,55 @@ fn legacy_node_addresses_and_pod_cidrs_are_read_as_decimal() {
     assert!(converted.errors.is_empty(), "{:?}", converted.errors);
     assert_eq!(converted.value.pod_cidrs, nets(&["10.244.0.0/16"]));
 }
+
+/// Log lines written while `body` runs, at `debug` for this crate.
+fn debug_lines(body: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex, PoisonError};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter("kproxy_core=debug")
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, body);
+    let bytes = buffer.0.lock().unwrap_or_else(PoisonError::into_inner);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn a_legacy_spelling_is_logged_at_debug_once_per_field_and_a_canonical_one_not_at_all() {
+    let mut svc = service(cluster_ip_spec("10.96.0.010"));
+    svc.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.9".into()]);
+    let lines = debug_lines(|| {
+        super::service(&svc, &options());
+    });
+    let legacy: Vec<&str> = lines.lines().filter(|l| l.contains("legacy")).collect();
+    assert_eq!(legacy.len(), 1, "{lines}");
+    assert!(
+        legacy[0].contains("DEBUG")
+            && legacy[0].contains("Service ns/svc")
+            && legacy[0].contains("spec.clusterIP[0]")
+            && legacy[0].contains("10.96.0.010")
+            && legacy[0].contains("read_as=10.96.0.10"),
+        "{lines}"
+    );
+    let canonical = debug_lines(|| {
+        super::service(&service(cluster_ip_spec("10.96.0.10")), &options());
+    });
+    assert!(!canonical.contains("legacy"), "{canonical}");
+}

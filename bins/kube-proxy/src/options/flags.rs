@@ -7,11 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-
-use kproxy_core::convert::parse_ip;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
+use kproxy_core::convert::parse_ip;
 
 use super::ProxyMode;
 use super::config::{KubeProxyConfiguration, Quantity, append_port_if_needed};

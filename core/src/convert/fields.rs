@@ -1,9 +1,17 @@
 //! Field parsers that record a typed error instead of failing the whole object.
+//!
+//! Addresses and CIDRs are read by [`super::address`], legacy spellings included, as upstream
+//! reads them. A legacy spelling is not an error and is not counted: upstream accepts it
+//! silently, the API server (since KEP-4858) warns whoever writes such a value, which is where
+//! it can be fixed, and a warning here would repeat on every node at every relist. It is
+//! logged at `debug` level, once per field each time the object is converted (an object
+//! event, never a sync), so an operator chasing an odd address can see how it was read.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::address::{self, Spelling};
 use crate::error::{ModelError, ObjectRef};
 use crate::model::{IpFamily, Protocol};
 
@@ -22,8 +30,11 @@ impl FieldReader {
     }
 
     pub(crate) fn ip(&mut self, field: impl FnOnce() -> String, value: &str) -> Option<IpAddr> {
-        match value.trim().parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
+        match address::parse_ip_spelled(value.trim()) {
+            Ok((ip, spelling)) => {
+                self.note_spelling(spelling, field, value, &ip);
+                Some(ip)
+            }
             Err(_) => {
                 self.errors.push(ModelError::InvalidIp {
                     object: self.object.clone(),
@@ -55,15 +66,20 @@ impl FieldReader {
         }
     }
 
-    /// A CIDR; a bare address is read as a host route, as the API server accepts.
+    /// A CIDR, host bits cleared; a bare address is read as a host route, as the API server
+    /// accepts.
     pub(crate) fn cidr(&mut self, field: impl FnOnce() -> String, value: &str) -> Option<IpNet> {
         let trimmed = value.trim();
-        let parsed = trimmed
-            .parse::<IpNet>()
-            .ok()
-            .or_else(|| trimmed.parse::<IpAddr>().ok().map(IpNet::from));
+        let parsed = address::parse_cidr_spelled(trimmed).ok().or_else(|| {
+            address::parse_ip_spelled(trimmed)
+                .ok()
+                .map(|(ip, spelling)| (IpNet::from(ip), spelling))
+        });
         match parsed {
-            Some(net) => Some(net.trunc()),
+            Some((net, spelling)) => {
+                self.note_spelling(spelling, field, value, &net);
+                Some(net)
+            }
             None => {
                 self.errors.push(ModelError::InvalidCidr {
                     object: self.object.clone(),
@@ -72,6 +88,19 @@ impl FieldReader {
                 });
                 None
             }
+        }
+    }
+
+    /// Logs a legacy spelling (see the module doc for why only at `debug`).
+    fn note_spelling(
+        &self,
+        spelling: Spelling,
+        field: impl FnOnce() -> String,
+        value: &str,
+        read_as: &dyn std::fmt::Display,
+    ) {
+        if spelling == Spelling::Legacy {
+            tracing::debug!(object = %self.object, field = field(), value, %read_as, "address written the legacy way; read as upstream reads it");
         }
     }
 

@@ -3,11 +3,16 @@
 //! Every function here is pure and total: it returns what could be used together with a list
 //! of [`ModelError`]s for what could not. Defaults are the Kubernetes API's.
 
+pub mod address;
 mod endpoint_slice;
 mod fields;
 mod node;
 mod service;
 
+pub use address::{
+    AddressError, AddressKind, Spelling, parse_cidr, parse_cidr_spelled, parse_ip, parse_ip_port,
+    parse_ip_spelled,
+};
 pub use endpoint_slice::{EndpointSliceInfo, SliceEndpoint, SlicePort, endpoint_slice};
 pub use node::node;
 pub use service::{ServiceInfo, service};

@@ -587,3 +587,213 @@ fn the_target_ref_is_kept_for_each_port() {
         at_admin.target_ref.as_ref().unwrap()
     ));
 }
+
+// Addresses written the legacy way (issue 12): objects stored before strict validation keep
+// IPv4 numbers with leading zeros; upstream reads them as decimal and programs them.
+
+fn ips(texts: &[&str]) -> Vec<std::net::IpAddr> {
+    texts.iter().map(|text| text.parse().unwrap()).collect()
+}
+
+fn nets(texts: &[&str]) -> Vec<ipnet::IpNet> {
+    texts.iter().map(|text| text.parse().unwrap()).collect()
+}
+
+#[test]
+fn legacy_cluster_ips_are_read_as_decimal() {
+    let converted = super::service(&service(cluster_ip_spec("10.96.0.010")), &options());
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    assert_eq!(converted.value.ports[0].cluster_ips, ips(&["10.96.0.10"]));
+
+    let mut spec = cluster_ip_spec("ignored");
+    spec.cluster_ips = Some(vec!["172.030.000.041".into(), "fd00::0000a".into()]);
+    let converted = super::service(&service(spec), &options());
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    assert_eq!(
+        converted.value.ports[0].cluster_ips,
+        ips(&["172.30.0.41", "fd00::a"])
+    );
+}
+
+#[test]
+fn legacy_external_ips_load_balancer_ips_and_source_ranges_are_read_as_decimal() {
+    let mut svc = load_balancer(
+        vec!["192.168.000.0/24", "010.000.000.001/8", "203.0.113.007"],
+        vec![("198.051.100.010", None), ("1.2.3.004", Some("VIP"))],
+    );
+    svc.spec.as_mut().unwrap().external_ips = Some(vec!["192.000.002.009".into()]);
+    let converted = super::service(&svc, &options());
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    let port = &converted.value.ports[0];
+    assert_eq!(port.external_ips, ips(&["192.0.2.9"]));
+    assert_eq!(port.load_balancer_ips, ips(&["198.51.100.10", "1.2.3.4"]));
+    // Host bits are cleared, as Go's ParseCIDR returns the masked network; a bare address
+    // is a host route.
+    assert_eq!(
+        port.load_balancer_source_ranges,
+        nets(&["192.168.0.0/24", "10.0.0.0/8", "203.0.113.7/32"])
+    );
+}
+
+#[test]
+fn legacy_source_ranges_count_as_usable_so_the_load_balancer_ip_is_kept() {
+    // A bare address is a host route. Before legacy addresses were read, this only range
+    // failed to parse and the load-balancer IPs were dropped with it (fail closed).
+    let svc = load_balancer(vec!["203.000.113.007"], vec![("1.2.3.4", None)]);
+    let converted = super::service(&svc, &options());
+    assert_eq!(
+        converted.value.ports[0].load_balancer_ips,
+        ips(&["1.2.3.4"])
+    );
+}
+
+#[test]
+fn legacy_values_above_255_stay_invalid() {
+    let converted = super::service(&service(cluster_ip_spec("10.96.0.0256")), &options());
+    assert!(converted.value.ports.is_empty());
+    assert!(matches!(
+        &converted.errors[..],
+        [ModelError::InvalidIp { .. }]
+    ));
+}
+
+#[test]
+fn legacy_endpoint_addresses_are_read_as_decimal() {
+    let converted = endpoint_slice(
+        &slice(
+            "IPv4",
+            vec![
+                endpoint("10.244.001.005", None),
+                endpoint("10.244.1.6", None),
+            ],
+        ),
+        &options(),
+    );
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    let addresses: Vec<_> = converted
+        .value
+        .endpoints
+        .iter()
+        .map(|e| e.address)
+        .collect();
+    assert_eq!(addresses, ips(&["10.244.1.5", "10.244.1.6"]));
+}
+
+#[test]
+fn ipv4_mapped_endpoints_are_ipv4_as_upstream_reads_them() {
+    // Go's To4() calls ::ffff:a.b.c.d IPv4: kept in an IPv4 slice, dropped from an IPv6 one.
+    let converted = endpoint_slice(
+        &slice("IPv4", vec![endpoint("::ffff:10.244.1.5", None)]),
+        &options(),
+    );
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    assert_eq!(
+        converted.value.endpoints[0].address,
+        ips(&["10.244.1.5"])[0]
+    );
+    let converted = endpoint_slice(
+        &slice("IPv6", vec![endpoint("::ffff:10.244.1.5", None)]),
+        &options(),
+    );
+    assert!(converted.value.endpoints.is_empty());
+    assert!(matches!(
+        &converted.errors[..],
+        [ModelError::WrongFamily { .. }]
+    ));
+}
+
+#[test]
+fn legacy_node_addresses_and_pod_cidrs_are_read_as_decimal() {
+    let node_with = |pod_cidrs: Option<Vec<String>>, pod_cidr: Option<String>| Node {
+        metadata: ObjectMeta {
+            name: Some("node-a".into()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr,
+            pod_cidrs,
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: "192.168.000.002".into(),
+                },
+                NodeAddress {
+                    type_: "ExternalIP".into(),
+                    address: "203.000.113.010".into(),
+                },
+            ]),
+            ..Default::default()
+        }),
+    };
+    let converted = super::node(&node_with(
+        Some(vec!["10.244.001.0/24".into(), "fd00:0:0:1::/64".into()]),
+        None,
+    ));
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    assert_eq!(
+        converted.value.pod_cidrs,
+        nets(&["10.244.1.0/24", "fd00:0:0:1::/64"])
+    );
+    assert_eq!(
+        converted.value.addresses,
+        ips(&["192.168.0.2", "203.0.113.10"])
+    );
+    let converted = super::node(&node_with(None, Some("10.244.000.000/016".into())));
+    assert!(converted.errors.is_empty(), "{:?}", converted.errors);
+    assert_eq!(converted.value.pod_cidrs, nets(&["10.244.0.0/16"]));
+}
+
+/// Log lines written while `body` runs, at `debug` for this crate.
+fn debug_lines(body: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex, PoisonError};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter("kproxy_core=debug")
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, body);
+    let bytes = buffer.0.lock().unwrap_or_else(PoisonError::into_inner);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn a_legacy_spelling_is_logged_at_debug_once_per_field_and_a_canonical_one_not_at_all() {
+    let mut svc = service(cluster_ip_spec("10.96.0.010"));
+    svc.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.9".into()]);
+    let lines = debug_lines(|| {
+        super::service(&svc, &options());
+    });
+    let legacy: Vec<&str> = lines.lines().filter(|l| l.contains("legacy")).collect();
+    assert_eq!(legacy.len(), 1, "{lines}");
+    assert!(
+        legacy[0].contains("DEBUG")
+            && legacy[0].contains("Service ns/svc")
+            && legacy[0].contains("spec.clusterIP[0]")
+            && legacy[0].contains("10.96.0.010")
+            && legacy[0].contains("read_as=10.96.0.10"),
+        "{lines}"
+    );
+    let canonical = debug_lines(|| {
+        super::service(&service(cluster_ip_spec("10.96.0.10")), &options());
+    });
+    assert!(!canonical.contains("legacy"), "{canonical}");
+}

@@ -146,27 +146,34 @@ impl Kind for Node {
 
 impl Kind for ServiceCIDR {
     fn upsert(sink: &Sink, object: &Self, known: &mut Known) {
-        let cidrs = object
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.cidrs.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|cidr| match cidr.parse::<IpNet>() {
-                Ok(net) => Some(net),
-                Err(_) => {
-                    tracing::warn!(servicecidr = object.name_any(), %cidr, "ignoring an invalid CIDR");
-                    None
-                }
-            })
-            .collect();
-        known.service_cidrs.insert(object.name_any(), cidrs);
+        known
+            .service_cidrs
+            .insert(object.name_any(), service_cidrs(object));
         sink.set_service_cidrs(known.service_cidrs.values().flatten().copied().collect());
     }
     fn delete(sink: &Sink, _: &str, name: &str, known: &mut Known) {
         known.service_cidrs.remove(name);
         sink.set_service_cidrs(known.service_cidrs.values().flatten().copied().collect());
     }
+}
+
+/// A ServiceCIDR's `spec.cidrs`, read as upstream reads every CIDR (legacy spellings
+/// included, see [`kproxy_core::convert::parse_cidr`]); an invalid one is logged and left out.
+fn service_cidrs(object: &ServiceCIDR) -> Vec<IpNet> {
+    object
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.cidrs.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|cidr| match kproxy_core::convert::parse_cidr(cidr) {
+            Ok(net) => Some(net),
+            Err(_) => {
+                tracing::warn!(servicecidr = object.name_any(), %cidr, "ignoring an invalid CIDR");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Whether a watch error says the API server does not serve this kind at all.
@@ -379,6 +386,37 @@ impl KubeSource {
                 true,
                 server
             ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::networking::v1::{ServiceCIDR, ServiceCIDRSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn service_cidrs_written_the_legacy_way_are_read_as_decimal() {
+        let object = ServiceCIDR {
+            metadata: ObjectMeta {
+                name: Some("kubernetes".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceCIDRSpec {
+                cidrs: Some(vec![
+                    "10.096.000.000/012".into(),
+                    "fd00:0:0:0::/108".into(),
+                    "not-a-cidr".into(),
+                ]),
+            }),
+            status: None,
+        };
+        assert_eq!(
+            super::service_cidrs(&object),
+            [
+                "10.96.0.0/12".parse::<ipnet::IpNet>().unwrap(),
+                "fd00::/108".parse().unwrap()
+            ]
         );
     }
 }

@@ -286,7 +286,7 @@ impl Reader {
                 let values = cidr.spec.and_then(|spec| spec.cidrs).unwrap_or_default();
                 let nets = values
                     .into_iter()
-                    .filter_map(|value| match value.parse::<IpNet>() {
+                    .filter_map(|value| match kproxy_core::convert::parse_cidr(&value) {
                         Ok(net) => Some(net),
                         Err(_) => {
                             tracing::warn!(origin = %origin, servicecidr = %name, %value, "ignoring an invalid ServiceCIDR");

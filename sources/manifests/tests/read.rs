@@ -166,6 +166,11 @@ apiVersion: networking.k8s.io/v1
 kind: ServiceCIDR
 metadata: { name: kubernetes }
 spec: { cidrs: [ 10.96.0.0/16, not-a-cidr ] }
+---
+apiVersion: networking.k8s.io/v1
+kind: ServiceCIDR
+metadata: { name: legacy }
+spec: { cidrs: [ \"172.030.000.000/016\" ] }
 ";
     let manifests = Manifests::from_yaml(text, "mixed").unwrap();
     let services: Vec<_> = manifests.services.keys().cloned().collect();
@@ -173,7 +178,11 @@ spec: { cidrs: [ 10.96.0.0/16, not-a-cidr ] }
     assert!(manifests.nodes.contains_key("node-a"));
     assert_eq!(
         manifests.service_cidr_union(),
-        ["10.96.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+        // A legacy spelling (leading zeros) is read as decimal, as upstream reads it.
+        [
+            "10.96.0.0/16".parse::<ipnet::IpNet>().unwrap(),
+            "172.30.0.0/16".parse().unwrap()
+        ]
     );
 }
 

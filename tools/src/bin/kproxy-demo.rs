@@ -14,6 +14,9 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_core::Protocol;
+// The demo reads the objects as the proxy does, legacy spellings included, so its pods and
+// probes sit at the addresses the proxy programs.
+use kproxy_core::convert::parse_ip;
 use kproxy_rig::probe::{self, Outcome, Probe};
 use kproxy_rig::process::{METRICS_ADDRESS, ProxyProcess, http_get, test_args};
 use kproxy_rig::{Error, Result, World, WorldSpec};
@@ -60,7 +63,7 @@ fn read(path: &Path) -> Result<Cluster> {
             .into_iter()
             .flatten()
             .find(|a| a.type_ == "InternalIP")
-            .and_then(|a| a.address.parse().ok());
+            .and_then(|a| parse_ip(&a.address).ok());
     }
     Ok(cluster)
 }
@@ -89,7 +92,7 @@ async fn run(args: &Args) -> Result<()> {
                 continue;
             };
             for endpoint in &slice.endpoints {
-                if let Some(address) = endpoint.addresses.first().and_then(|a| a.parse().ok()) {
+                if let Some(address) = endpoint.addresses.first().and_then(|a| parse_ip(a).ok()) {
                     spec.endpoint(address, number, Protocol::Tcp);
                 }
             }
@@ -107,7 +110,7 @@ async fn run(args: &Args) -> Result<()> {
             let Ok(number) = u16::try_from(port.port) else {
                 continue;
             };
-            if let Some(cluster_ip) = spec_.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+            if let Some(cluster_ip) = spec_.cluster_ip.as_deref().and_then(|ip| parse_ip(ip).ok()) {
                 destinations.push((
                     format!("{name} cluster IP"),
                     Probe::tcp(ip(CLIENT_POD), cluster_ip, number),

@@ -339,10 +339,10 @@ fn default_string(slot: &mut Option<String>, value: &str) {
 
 /// Appends `:port` to an address that has none (upstream's `AppendPortIfNeeded`).
 pub(crate) fn append_port_if_needed(addr: &str, port: u16) -> String {
-    if addr.parse::<std::net::SocketAddr>().is_ok() {
+    if kproxy_core::convert::parse_ip_port(addr).is_ok() {
         return addr.to_owned();
     }
-    match addr.parse::<std::net::IpAddr>() {
+    match kproxy_core::convert::parse_ip(addr) {
         Ok(std::net::IpAddr::V4(ip)) => format!("{ip}:{port}"),
         Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
         // Not an IP: left for validation to report.
@@ -362,7 +362,7 @@ impl KubeProxyConfiguration {
         let ipv4 = self
             .bind_address
             .as_deref()
-            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+            .and_then(|a| kproxy_core::convert::parse_ip(a.trim()).ok())
             .is_none_or(|ip| ip.is_ipv4());
         let (healthz_host, metrics_host) = if ipv4 {
             ("0.0.0.0", "127.0.0.1")

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
+use kproxy_core::convert::parse_ip;
 
 use super::ProxyMode;
 use super::config::{KubeProxyConfiguration, Quantity, append_port_if_needed};
@@ -79,11 +80,18 @@ fn parse_local_mode(s: &str) -> Result<String, String> {
 /// `IP:port`, or empty.
 fn parse_ip_port(s: &str) -> Result<String, String> {
     let s = s.trim();
-    if s.is_empty() || s.parse::<IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() {
+    // Legacy spellings (leading zeros) are taken, as upstream's ParseIPSloppy takes them.
+    if s.is_empty() || parse_ip(s).is_ok() || kproxy_core::convert::parse_ip_port(s).is_ok() {
         Ok(s.to_owned())
     } else {
         Err(format!("{s:?} must be an IP or IP:port"))
     }
+}
+
+/// `--bind-address` (upstream's `IPVar`, which reads with `ParseIPSloppy`: leading zeros are
+/// decimal).
+fn parse_bind_address(s: &str) -> Result<IpAddr, String> {
+    parse_ip(s).map_err(|e| e.to_string())
 }
 
 /// `--logging-format`.
@@ -162,7 +170,7 @@ pub(crate) struct Flags {
     /// Overrides kube-proxy's idea of what its node's primary IP is. Note that the name is a
     /// historical artifact, and kube-proxy does not actually bind any sockets to this IP. This
     /// parameter is ignored if a config file is specified by --config.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", value_parser = parse_bind_address)]
     pub(crate) bind_address: Option<IpAddr>,
     /// The IP address and port for the health check server to serve on, defaulting to
     /// "0.0.0.0:10256". This parameter is ignored if a config file is specified by --config.

@@ -810,3 +810,76 @@ fn an_empty_hostname_override_is_ignored_as_upstream() {
     let (options, _) = run(&["--hostname-override", "  "]);
     assert_eq!(options.hostname_override, None);
 }
+
+/// Issue 12: addresses and CIDRs written the legacy way (leading zeros) are read as decimal,
+/// as upstream's `ParseIPSloppy` / `ParseCIDRSloppy` read them, in flags and in the file.
+#[test]
+fn legacy_addresses_in_flags_are_read_as_decimal() {
+    let (options, warnings) = run(&[
+        "--proxy-mode=nftables",
+        "--bind-address=010.000.000.005",
+        "--healthz-bind-address=127.000.000.001:010256",
+        "--metrics-bind-address=127.0.0.01",
+        "--cluster-cidr=10.244.000.0/16,fd00:244::/056",
+        "--nodeport-addresses=192.168.000.0/24",
+    ]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(options.bind_address, "10.0.0.5".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        options.healthz_bind_address,
+        Some("127.0.0.1:10256".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(
+        options.metrics_bind_address,
+        Some("127.0.0.1:10249".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(
+        options.cluster_cidrs,
+        vec![net("10.244.0.0/16"), net("fd00:244::/56")]
+    );
+    assert_eq!(
+        options.nodeport_addresses,
+        NodePortAddresses::Cidrs(vec![net("192.168.0.0/24")])
+    );
+    // Values above 255 stay invalid however they are padded.
+    assert!(matches!(
+        fail(&["--bind-address=10.0.0.0256"]),
+        OptionsError::Flags(_)
+    ));
+    let problems = invalid(&["--cluster-cidr=10.244.0.256/16"]);
+    assert!(
+        problems.iter().any(|p| p.contains("clusterCIDR")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn legacy_addresses_in_the_config_file_are_read_as_decimal() {
+    let yaml = format!(
+        "{HEADER}\
+mode: nftables
+bindAddress: 010.0.0.5
+clusterCIDR: 10.244.000.0/16
+healthzBindAddress: 000.000.000.000:10256
+metricsBindAddress: 127.0.0.001
+nodePortAddresses: [ 192.168.000.001/24 ]
+"
+    );
+    let (options, warnings) = config_run(&yaml, &[]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(options.bind_address, "10.0.0.5".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        options.healthz_bind_address,
+        Some("0.0.0.0:10256".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(
+        options.metrics_bind_address,
+        Some("127.0.0.1:10249".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(options.cluster_cidrs, vec![net("10.244.0.0/16")]);
+    // Host bits are cleared, as Go's ParseCIDR returns the network.
+    assert_eq!(
+        options.nodeport_addresses,
+        NodePortAddresses::Cidrs(vec![net("192.168.0.0/24")])
+    );
+}

@@ -46,18 +46,20 @@ impl Errors {
     }
 }
 
-/// A CIDR as Go's `ParseCIDR` takes it (host bits allowed; the network is kept).
+/// A CIDR as upstream's `ParseCIDRSloppy` takes it: host bits allowed (the network is kept),
+/// leading zeros read as decimal.
 fn parse_cidr(text: &str) -> Option<IpNet> {
-    text.trim().parse::<IpNet>().ok().map(|net| net.trunc())
+    kproxy_core::convert::parse_cidr(text.trim()).ok()
 }
 
-/// `IP:port` with a port in 1..=65535 (upstream's `validateHostPort`); empty is `None`.
+/// `IP:port` with a port in 1..=65535 (upstream's `validateHostPort`, the IP read with
+/// `ParseIPSloppy`); empty is `None`.
 fn host_port(errors: &mut Errors, field: &str, value: Option<&str>) -> Option<SocketAddr> {
     let value = value.unwrap_or_default();
     if value.is_empty() {
         return None;
     }
-    match value.parse::<SocketAddr>() {
+    match kproxy_core::convert::parse_ip_port(value) {
         Ok(addr) if addr.port() != 0 => Some(addr),
         Ok(addr) => {
             errors.invalid(field, addr.port(), "must be a valid port");
@@ -322,7 +324,7 @@ pub(super) fn resolve(
     }
 
     let bind_text = config.bind_address.clone().unwrap_or_default();
-    let bind_address = bind_text.trim().parse::<IpAddr>().unwrap_or_else(|_| {
+    let bind_address = kproxy_core::convert::parse_ip(bind_text.trim()).unwrap_or_else(|_| {
         errors.invalid(
             "bindAddress (--bind-address)",
             &bind_text,

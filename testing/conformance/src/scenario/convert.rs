@@ -424,7 +424,7 @@ impl ServiceSpec {
         vips.extend(self.external_ips.iter());
         vips.extend(self.load_balancer_ingress.iter());
         let normalize = |ip: &String| {
-            ip.parse::<IpAddr>()
+            kproxy_core::convert::parse_ip(ip.trim())
                 .map(|ip| ip.to_string())
                 .unwrap_or_default()
         };

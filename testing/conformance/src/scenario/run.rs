@@ -187,11 +187,12 @@ pub fn world_spec(scenario: &Scenario) -> Result<WorldSpec, String> {
                 })
                 .collect();
             for endpoint in &slice.endpoints {
-                // The proxy uses the first address only, as upstream.
+                // The proxy uses the first address only, as upstream, and reads it as upstream
+                // does (a legacy `10.180.000.001` is 10.180.0.1): the pod must live there.
                 let Some(addr) = endpoint
                     .addresses
                     .first()
-                    .and_then(|a| a.trim().parse::<IpAddr>().ok())
+                    .and_then(|a| kproxy_core::convert::parse_ip(a.trim()).ok())
                 else {
                     continue;
                 };

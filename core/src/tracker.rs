@@ -21,6 +21,12 @@ use crate::model::ServicePortState;
 use crate::model::{Endpoint, NamespacedName, NodeInfo, Protocol, ServicePort, ServicePortName};
 use crate::state::ProxyState;
 
+/// A slice of a Service with its port numbers by port name and protocol.
+type IndexedSlice<'a> = (
+    &'a EndpointSliceInfo,
+    HashMap<(&'a str, Protocol), Vec<u16>>,
+);
+
 /// Collects Service and EndpointSlice events and hands out what changed.
 ///
 /// # Example
@@ -244,7 +250,7 @@ impl ServiceChangeTracker {
                 .or_insert(port);
         }
         // Each slice's port numbers by port name and protocol, built once for the Service.
-        let slices: Vec<(&EndpointSliceInfo, HashMap<(&str, Protocol), Vec<u16>>)> = self
+        let slices: Vec<IndexedSlice<'_>> = self
             .slices_by_service
             .get(&service)
             .into_iter()
@@ -277,11 +283,7 @@ impl ServiceChangeTracker {
     /// Merges the endpoints of every slice of a Service for one port. An address listed by two
     /// slices counts once: the copy from the first slice in name order, unless a later copy is
     /// local and the first is not (upstream prefers the local copy).
-    fn endpoints_of(
-        &self,
-        slices: &[(&EndpointSliceInfo, HashMap<(&str, Protocol), Vec<u16>>)],
-        name: &ServicePortName,
-    ) -> Vec<Endpoint> {
+    fn endpoints_of(&self, slices: &[IndexedSlice<'_>], name: &ServicePortName) -> Vec<Endpoint> {
         let mut merged: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
         for (slice, numbers) in slices {
             let Some(numbers) = numbers.get(&(name.port.as_str(), name.protocol)) else {

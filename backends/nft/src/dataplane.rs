@@ -548,6 +548,20 @@ fn partial_table(
         }
     }
 
+    // Element operations sorted by set: the kernel looks a set up by name (a walk over the
+    // table's sets) once per message, and one message carries the consecutive elements of one
+    // set.
+    fn element(op: &Op) -> Option<(&str, &Key)> {
+        match op {
+            Op::AddElement { set, key, .. } | Op::DeleteElement { set, key } => {
+                Some((set.as_str(), key))
+            }
+            _ => None,
+        }
+    }
+    delete_elements.sort_by(|a, b| element(a).cmp(&element(b)));
+    add_elements.sort_by(|a, b| element(a).cmp(&element(b)));
+
     // An endpoint map that lost its last element is no longer referenced by any rule.
     let emptied: Vec<String> = table
         .endpoint_maps

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::netlink::Conntrack;
-use crate::stale::stale_filters;
+use crate::stale::{stale_filters, stale_flows};
 use async_trait::async_trait;
 use kproxy_core::{Change, ChangeSet, Dataplane, DataplaneError, ProxyState};
 
@@ -48,6 +48,30 @@ impl ConntrackCleaning {
                 filters = filters.len(),
                 deleted,
                 "deleted stale UDP conntrack entries"
+            ),
+            Err(error) => tracing::warn!(%error, "could not delete stale UDP conntrack entries"),
+        }
+    }
+}
+
+impl ConntrackCleaning {
+    /// After the first full sync: no change set tells what went stale while the proxy was
+    /// down, so the UDP flows are listed and judged against what was just programmed.
+    async fn clean_at_start(conntrack: Option<&Conntrack>, state: &ProxyState) {
+        let Some(conntrack) = conntrack else { return };
+        let flows = match conntrack.list_udp().await {
+            Ok(flows) => flows,
+            Err(error) => {
+                tracing::warn!(%error, "could not list UDP conntrack entries at start");
+                return;
+            }
+        };
+        let stale = stale_flows(state, &flows);
+        match conntrack.delete_flows(&stale).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(
+                deleted,
+                "deleted UDP conntrack entries that went stale while the proxy was not running"
             ),
             Err(error) => tracing::warn!(%error, "could not delete stale UDP conntrack entries"),
         }
@@ -102,8 +126,9 @@ impl Dataplane for ConntrackCleaning {
 
     async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
         self.inner.full_sync(state).await?;
-        if let Some(last) = self.last.take() {
-            Self::clean(self.conntrack.as_ref(), &diff(&last, state), state).await;
+        match self.last.take() {
+            Some(last) => Self::clean(self.conntrack.as_ref(), &diff(&last, state), state).await,
+            None => Self::clean_at_start(self.conntrack.as_ref(), state).await,
         }
         self.last = Some(state.clone());
         Ok(())

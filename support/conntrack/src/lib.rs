@@ -36,4 +36,4 @@ pub mod stale;
 pub use cleaning::ConntrackCleaning;
 pub use filter::{ConntrackFilter, Flow, FlowTuple};
 pub use netlink::{Conntrack, ConntrackError};
-pub use stale::stale_filters;
+pub use stale::{stale_filters, stale_flows};

@@ -217,6 +217,29 @@ impl Conntrack {
         .await
     }
 
+    /// Deletes exactly `flows` (as listed); returns how many were still there to delete.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel refuses a deletion (other than for a flow already gone).
+    pub async fn delete_flows(&self, flows: &[Flow]) -> Result<usize, ConntrackError> {
+        if flows.is_empty() {
+            return Ok(0);
+        }
+        let flows = flows.to_vec();
+        self.blocking(move |inner| {
+            let mut deleted = 0;
+            for flow in &flows {
+                if inner.delete(flow)? {
+                    tracing::trace!(%flow, "deleted stale conntrack entry");
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
     /// Runs `f` on the socket in tokio's blocking pool.
     async fn blocking<T, F>(&self, f: F) -> Result<T, ConntrackError>
     where

@@ -21,14 +21,15 @@
 //! may reach (`all_reachable`). Both the previous and the current state are judged against the
 //! node given, so a change of the node itself (its zone) is treated as if it had always been.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use kproxy_core::{
-    ChangeSet, IpFamily, NodeInfo, Protocol, ServicePort, ServicePortState, select_endpoints,
+    ChangeSet, IpFamily, NodeInfo, Protocol, ProxyState, ServicePort, ServicePortState,
+    select_endpoints,
 };
 
-use crate::filter::ConntrackFilter;
+use crate::filter::{ConntrackFilter, Flow, IPPROTO_UDP};
 
 /// Computes the filters selecting the flows that `changes` made stale, for the proxy running
 /// on `node`. The result is sorted and has no duplicates; it is empty when no UDP service port
@@ -71,6 +72,60 @@ pub fn stale_filters(changes: &ChangeSet, node: &NodeInfo) -> Vec<ConntrackFilte
         }
     }
     filters.into_iter().collect()
+}
+
+/// The UDP flows among `flows` that the programmed `state` leaves stale: what a proxy finds at
+/// start, when flows went stale while it was down (an endpoint removed, a Service scaled to
+/// zero and back) and no change set can tell it (upstream's conntrack reconciler does the same
+/// from a listing).
+///
+/// A flow to a service address at its port, or to a node port, is stale when it was DNATed to
+/// something that is not a usable endpoint of that port now, or when it was never DNATed and
+/// the port has usable endpoints now (it was created while the port had none, and would keep
+/// bypassing the rules). Flows to addresses no Service has are left alone: nothing says they
+/// were ever a Service's.
+pub fn stale_flows(state: &ProxyState, flows: &[Flow]) -> Vec<Flow> {
+    let mut by_address: HashMap<(IpAddr, u16), BTreeSet<SocketAddr>> = HashMap::new();
+    let mut by_node_port: HashMap<(IpFamily, u16), BTreeSet<SocketAddr>> = HashMap::new();
+    for (name, port_state) in state.iter() {
+        if name.protocol != Protocol::Udp {
+            continue;
+        }
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let usable = usable(Some(port_state), state.node(), family);
+            for ip in service_ips(&port_state.port, family) {
+                by_address
+                    .entry((ip, port_state.port.port))
+                    .or_default()
+                    .extend(usable.iter().copied());
+            }
+            if let Some(node_port) = port_state.port.node_port {
+                by_node_port
+                    .entry((family, node_port))
+                    .or_default()
+                    .extend(usable.iter().copied());
+            }
+        }
+    }
+    flows
+        .iter()
+        .filter(|flow| flow.protocol == IPPROTO_UDP)
+        .filter(|flow| {
+            let original = &flow.original;
+            let Some(usable) = by_address
+                .get(&(original.dst, original.dst_port))
+                .or_else(|| by_node_port.get(&(flow.family, original.dst_port)))
+            else {
+                return false;
+            };
+            if flow.is_dnat() {
+                !usable.contains(&flow.reply.source())
+            } else {
+                !usable.is_empty()
+            }
+        })
+        .copied()
+        .collect()
 }
 
 /// The usable endpoints of a service port state, of one family, as socket addresses.
@@ -419,6 +474,90 @@ mod tests {
                 to_service("172.30.0.10", 53),
                 via(to_service("172.30.0.20", 5353), "10.0.0.3:5353"),
             ]
+        );
+    }
+
+    fn flow(dst: &str, reply_src: &str, protocol: u8) -> Flow {
+        let dst: SocketAddr = dst.parse().unwrap();
+        let reply_src: SocketAddr = reply_src.parse().unwrap();
+        let client: SocketAddr = "10.180.9.9:40000".parse().unwrap();
+        Flow {
+            family: IpFamily::of(&dst.ip()),
+            protocol,
+            original: crate::filter::FlowTuple {
+                src: client.ip(),
+                dst: dst.ip(),
+                src_port: client.port(),
+                dst_port: dst.port(),
+            },
+            reply: crate::filter::FlowTuple {
+                src: reply_src.ip(),
+                dst: client.ip(),
+                src_port: reply_src.port(),
+                dst_port: client.port(),
+            },
+            replied: true,
+            zone: 0,
+        }
+    }
+
+    #[test]
+    fn at_start_flows_to_gone_endpoints_and_undnated_ones_are_stale() {
+        let mut dns = port(Protocol::Udp);
+        dns.node_port = Some(30053);
+        let mut programmed = ProxyState::default();
+        programmed.apply(&ChangeSet::new(
+            BTreeMap::from([(
+                name(Protocol::Udp),
+                Change {
+                    previous: None,
+                    current: state(&dns, &["10.180.0.2:53"]),
+                },
+            )]),
+            None,
+        ));
+        let to_gone = flow("172.30.0.10:53", "10.180.0.1:53", IPPROTO_UDP);
+        let to_kept = flow("172.30.0.10:53", "10.180.0.2:53", IPPROTO_UDP);
+        let undnated = flow("172.30.0.10:53", "172.30.0.10:53", IPPROTO_UDP);
+        let node_port_to_gone = flow("192.168.0.2:30053", "10.180.0.1:53", IPPROTO_UDP);
+        let elsewhere = flow("8.8.8.8:53", "8.8.8.8:53", IPPROTO_UDP);
+        let tcp = flow(
+            "172.30.0.10:53",
+            "10.180.0.1:53",
+            crate::filter::IPPROTO_TCP,
+        );
+        let flows = [
+            to_gone,
+            to_kept,
+            undnated,
+            node_port_to_gone,
+            elsewhere,
+            tcp,
+        ];
+        assert_eq!(
+            stale_flows(&programmed, &flows),
+            vec![to_gone, undnated, node_port_to_gone]
+        );
+    }
+
+    #[test]
+    fn at_start_an_undnated_flow_to_a_port_without_endpoints_stays() {
+        let dns = port(Protocol::Udp);
+        let mut programmed = ProxyState::default();
+        programmed.apply(&ChangeSet::new(
+            BTreeMap::from([(
+                name(Protocol::Udp),
+                Change {
+                    previous: None,
+                    current: state(&dns, &[]),
+                },
+            )]),
+            None,
+        ));
+        let undnated = flow("172.30.0.10:53", "172.30.0.10:53", IPPROTO_UDP);
+        assert!(
+            stale_flows(&programmed, &[undnated]).is_empty(),
+            "nothing to send it to yet"
         );
     }
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kproxy_conntrack::{Conntrack, ConntrackFilter, Flow, stale_filters};
+use kproxy_conntrack::{Conntrack, ConntrackFilter, Flow, stale_filters, stale_flows};
 use kproxy_core::{
     Change, ChangeSet, Endpoint, NodeInfo, Protocol, ServicePort, ServicePortName, ServicePortState,
 };
@@ -398,6 +398,108 @@ async fn service_scaled_to_zero_and_back_gets_its_undnated_flows_deleted() {
         Some(sock(EP3, 5353))
     );
     assert_eq!(exchange(&to_s, ANSWER_TIMEOUT).await, Some(sock(EP1, 53)));
+}
+
+/// After a restart no change set says what went stale while the proxy was down: the listing
+/// taken after the first full sync finds the flows DNATed to an endpoint that is gone and the
+/// ones never DNATed to a port that has endpoints now, and only those are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_the_listing_finds_the_flows_that_went_stale_while_down() {
+    require_environment();
+    let world = world(&[(EP1, 53), (EP2, 53), (EP3, 5353)]).await;
+    // The gateway drops what reaches U's address: U's flows, not DNATed, stay UNREPLIED.
+    nft(
+        world.gateway(),
+        &format!(
+            "table ip g {{\n chain c {{\n  type filter hook prerouting priority 0;\n  ip daddr {SVC_U} drop\n }}\n}}\n"
+        ),
+    );
+    // Before the "restart": S balanced over EP1 and EP2, U without endpoints (no rule).
+    set_dnat(
+        &world,
+        &[format!(
+            "ip daddr {SVC_S} udp dport 53 dnat to numgen inc mod 2 map {{ 0 : {EP1}, 1 : {EP2} }}"
+        )],
+    );
+    let conntrack = Conntrack::in_netns(world.node_netns()).expect("opening conntrack");
+    let mut to_s = Vec::new();
+    let mut on_ep1 = BTreeSet::new();
+    for _ in 0..4 {
+        let socket = session(&world, SVC_S, 53).await;
+        if exchange(&socket, ANSWER_TIMEOUT).await == Some(sock(EP1, 53)) {
+            on_ep1.insert(local_port(&socket));
+        }
+        to_s.push(socket);
+    }
+    assert_eq!(on_ep1.len(), 2, "numgen inc alternates between EP1 and EP2");
+    let to_u = session(&world, SVC_U, 5353).await;
+    assert_eq!(exchange(&to_u, SILENCE_TIMEOUT).await, None);
+
+    // While the proxy was down EP1 went away and U got EP3; the first full sync programs that.
+    set_dnat(
+        &world,
+        &[
+            format!("ip daddr {SVC_S} udp dport 53 dnat to {EP2}"),
+            format!("ip daddr {SVC_U} udp dport 5353 dnat to {EP3}:5353"),
+        ],
+    );
+    let (s, u) = (service("s", SVC_S, 53), service("u", SVC_U, 5353));
+    let mut programmed = kproxy_core::ProxyState::default();
+    programmed.apply(&ChangeSet::new(
+        BTreeMap::from([
+            (
+                s.name.clone(),
+                Change {
+                    previous: None,
+                    current: state(&s, &[sock(EP2, 53)]),
+                },
+            ),
+            (
+                u.name.clone(),
+                Change {
+                    previous: None,
+                    current: state(&u, &[sock(EP3, 5353)]),
+                },
+            ),
+        ]),
+        None,
+    ));
+    let all: Vec<&UdpSocket> = to_s.iter().chain([&to_u]).collect();
+    let before = flows_of(&conntrack, &all).await;
+    assert_eq!(before.len(), 5, "{before:#?}");
+    let listed = conntrack.list_udp().await.expect("listing");
+    let stale = stale_flows(&programmed, &listed);
+    let mut stale_ports: Vec<u16> = stale
+        .iter()
+        .filter(|flow| flow.original.src == ip(NODE))
+        .map(|flow| flow.original.src_port)
+        .collect();
+    stale_ports.sort();
+    let mut expected: Vec<u16> = on_ep1.iter().copied().chain([local_port(&to_u)]).collect();
+    expected.sort();
+    assert_eq!(
+        stale_ports, expected,
+        "EP1's flows and U's undnated one: {stale:#?}"
+    );
+    assert_eq!(
+        conntrack.delete_flows(&stale).await.expect("deleting"),
+        stale.len()
+    );
+    let after = flows_of(&conntrack, &all).await;
+    let kept: Vec<u16> = after.keys().copied().collect();
+    let mut on_ep2: Vec<u16> = to_s
+        .iter()
+        .map(local_port)
+        .filter(|port| !on_ep1.contains(port))
+        .collect();
+    on_ep2.sort();
+    assert_eq!(kept, on_ep2, "the flows on EP2 stay");
+
+    // Every session now reaches a current endpoint.
+    for socket in &to_s {
+        assert_eq!(exchange(socket, ANSWER_TIMEOUT).await, Some(sock(EP2, 53)));
+    }
+    assert_eq!(exchange(&to_u, ANSWER_TIMEOUT).await, Some(sock(EP3, 5353)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

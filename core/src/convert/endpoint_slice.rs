@@ -78,6 +78,25 @@ pub struct EndpointSliceInfo {
     pub endpoints: Vec<SliceEndpoint>,
 }
 
+/// Texts that the endpoints of one slice nearly always repeat (a target's kind and
+/// namespace): one allocation each, shared.
+#[derive(Default)]
+struct SharedText(Vec<Arc<str>>);
+
+impl SharedText {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|known| ***known == *text) {
+            return Arc::clone(known);
+        }
+        let text: Arc<str> = Arc::from(text);
+        // A slice's endpoints name a handful of kinds and namespaces, seldom more.
+        if self.0.len() < 8 {
+            self.0.push(Arc::clone(&text));
+        }
+        text
+    }
+}
+
 /// Converts an EndpointSlice.
 ///
 /// FQDN slices are ignored without error, as upstream does. A bad port drops that port, a bad
@@ -162,6 +181,7 @@ pub fn endpoint_slice(
         });
     }
 
+    let mut shared = SharedText::default();
     for (i, endpoint) in slice.endpoints.iter().enumerate() {
         let Some(first) = endpoint.addresses.first() else {
             reader.missing(&format!("endpoints[{i}].addresses"));
@@ -196,12 +216,14 @@ pub fn endpoint_slice(
                 .map(|node| Arc::from(node.name.as_str()))
                 .collect(),
             target_ref: endpoint.target_ref.as_ref().map(|target| {
-                let text = |value: &Option<String>| value.clone().unwrap_or_default();
+                fn text(value: &Option<String>) -> &str {
+                    value.as_deref().unwrap_or_default()
+                }
                 Arc::new(TargetRef {
-                    kind: text(&target.kind),
-                    namespace: text(&target.namespace),
-                    name: text(&target.name),
-                    uid: text(&target.uid),
+                    kind: shared.get(text(&target.kind)),
+                    namespace: shared.get(text(&target.namespace)),
+                    name: text(&target.name).into(),
+                    uid: text(&target.uid).into(),
                 })
             }),
         });

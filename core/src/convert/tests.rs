@@ -518,6 +518,36 @@ fn a_service_without_labels_has_empty_maps() {
     assert_eq!(port.app_protocol, None);
 }
 
+/// A million endpoints at 100,000 Services × 10 each name a pod: their kind and namespace are
+/// one allocation per slice.
+#[test]
+fn target_kinds_and_namespaces_are_shared_within_a_slice() {
+    let pod = |address: &str, name: &str| K8sEndpoint {
+        target_ref: Some(ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        }),
+        ..endpoint(address, None)
+    };
+    let converted = endpoint_slice(
+        &slice("IPv4", vec![pod("10.0.0.1", "a"), pod("10.0.0.2", "b")]),
+        &options(),
+    );
+    let [a, b] = converted.value.endpoints.as_slice() else {
+        panic!("two endpoints expected")
+    };
+    let (a, b) = (
+        a.target_ref.as_deref().unwrap(),
+        b.target_ref.as_deref().unwrap(),
+    );
+    assert!(std::sync::Arc::ptr_eq(&a.kind, &b.kind));
+    assert!(std::sync::Arc::ptr_eq(&a.namespace, &b.namespace));
+    assert_eq!((&*a.name, &*b.uid), ("a", "uid-b"));
+}
+
 #[test]
 fn the_target_ref_is_kept_for_each_port() {
     let mut slice = slice(

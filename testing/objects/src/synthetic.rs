@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kproxy_core::convert::LABEL_SERVICE_NAME;
@@ -18,6 +18,12 @@ pub fn service(i: usize) -> Service {
         metadata: ObjectMeta {
             namespace: Some(format!("ns-{}", i % 100)),
             name: Some(format!("svc-{i}")),
+            // What a Deployment's Service carries, so that benchmarks pay for what the model
+            // keeps of real objects.
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/name".to_owned(), format!("svc-{i}")),
+                ("app.kubernetes.io/part-of".to_owned(), "bench".to_owned()),
+            ])),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -63,6 +69,14 @@ pub fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
                         terminating: Some(false),
                     }),
                     node_name: Some(format!("node-{}", n % NODES)),
+                    // Every endpoint the EndpointSlice controller writes names its pod.
+                    target_ref: Some(ObjectReference {
+                        kind: Some("Pod".into()),
+                        namespace: Some(format!("ns-{}", i % 100)),
+                        name: Some(format!("svc-{i}-5d8f7c9b6-{e:05}")),
+                        uid: Some(format!("{n:08x}-7c2a-4e1b-9f3d-{generation:012x}")),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }
             })

@@ -74,7 +74,8 @@ pub fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
                         kind: Some("Pod".into()),
                         namespace: Some(format!("ns-{}", i % 100)),
                         name: Some(format!("svc-{i}-5d8f7c9b6-{e:05}")),
-                        uid: Some(format!("{n:08x}-7c2a-4e1b-9f3d-{generation:012x}")),
+                        // A pod keeps its uid when its readiness flips.
+                        uid: Some(format!("{n:08x}-7c2a-4e1b-9f3d-5a6b7c8d9e0f")),
                         ..Default::default()
                     }),
                     ..Default::default()

@@ -179,19 +179,26 @@ impl NftDataplane {
     async fn look_before_commit(&mut self) -> Option<u32> {
         let generation = self.kernel.generation().await.ok().flatten();
         if generation.is_none() || generation != self.seen.generation {
-            for family in self.config.ip_families.clone() {
-                let probe = self.probe(family);
-                let damage = match self.kernel.inspect(family, &probe).await {
-                    Ok(facts) => self.damage(family, &probe, facts.as_ref()),
-                    Err(error) => Some(format!("the table could not be checked: {error}")),
-                };
-                if damage.is_some() {
-                    self.seen.pending_damage = self.seen.pending_damage.take().or(damage);
-                    break;
-                }
-            }
+            let damage = match self.find_damage().await {
+                Ok(damage) => damage,
+                Err(error) => Some(format!("the table could not be checked: {error}")),
+            };
+            self.seen.pending_damage = self.seen.pending_damage.take().or(damage);
         }
         generation
+    }
+
+    /// Inspects each family's table and says what differs from what the last sync left (the
+    /// first difference found), if anything.
+    async fn find_damage(&mut self) -> Result<Option<String>, NftError> {
+        for family in self.config.ip_families.clone() {
+            let probe = self.probe(family);
+            let facts = self.kernel.inspect(family, &probe).await?;
+            if let Some(damage) = self.damage(family, &probe, facts.as_ref()) {
+                return Ok(Some(damage));
+            }
+        }
+        Ok(None)
     }
 
     /// Records what the drift check compares with, after a successful sync that started from
@@ -538,12 +545,9 @@ fn partial_table(
                 key: key.clone(),
             });
         }
+        // Only shared elements pass through here; endpoint-map elements (private ones) and
+        // their maps were handled above.
         if let Some(value) = after {
-            if set.starts_with(names::ENDPOINT_MAP_PREFIX)
-                && table.endpoint_maps.insert(set.clone())
-            {
-                add_sets.push(endpoint_map_op(&set));
-            }
             add_elements.push(Op::AddElement { set, key, value });
         }
     }
@@ -675,12 +679,8 @@ impl Dataplane for NftDataplane {
         if generation.is_some() && generation == self.seen.generation {
             return Ok(Integrity::Intact);
         }
-        for family in self.config.ip_families.clone() {
-            let probe = self.probe(family);
-            let facts = self.kernel.inspect(family, &probe).await.map_err(failed)?;
-            if let Some(damage) = self.damage(family, &probe, facts.as_ref()) {
-                return Ok(Integrity::Damaged(damage));
-            }
+        if let Some(damage) = self.find_damage().await.map_err(failed)? {
+            return Ok(Integrity::Damaged(damage));
         }
         // Someone else committed, but not to this table.
         self.seen.generation = generation;

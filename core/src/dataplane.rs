@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::changes::ChangeSet;
+use crate::error::with_causes;
 use crate::state::ProxyState;
 
 /// A boxed error cause.
@@ -22,19 +23,10 @@ pub struct DataplaneError {
 
 impl std::fmt::Display for DataplaneError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut written = self.message.clone();
-        let mut cause: Option<&(dyn std::error::Error + 'static)> =
-            self.source.as_deref().map(|e| e as _);
-        while let Some(error) = cause {
-            let text = error.to_string();
-            // Many errors print their cause themselves; say each thing once.
-            if !written.contains(&text) {
-                written.push_str(": ");
-                written.push_str(&text);
-            }
-            cause = error.source();
-        }
-        f.write_str(&written)
+        f.write_str(&with_causes(
+            self.message.clone(),
+            self.source.as_deref().map(|e| e as _),
+        ))
     }
 }
 

@@ -148,3 +148,20 @@ impl ModelError {
         }
     }
 }
+
+/// `head` followed by each error of the chain starting at `cause`, `: `-separated, each said
+/// once: many errors print their cause themselves. What a log line or a status shows an
+/// operator.
+pub fn with_causes(head: String, cause: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut written = head;
+    let mut cause = cause;
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !written.contains(&text) {
+            written.push_str(": ");
+            written.push_str(&text);
+        }
+        cause = error.source();
+    }
+    written
+}

@@ -43,7 +43,7 @@ pub use changes::{Change, ChangeSet};
 pub use config::{Balancing, LocalTrafficDetector, NodePortAddresses, ProxyConfig};
 pub use convert::ConversionOptions;
 pub use dataplane::{BoxError, Dataplane, DataplaneError, Integrity};
-pub use error::{ModelError, ObjectKind, ObjectRef};
+pub use error::{ModelError, ObjectKind, ObjectRef, with_causes};
 pub use handle::TrackerHandle;
 pub use model::{
     Endpoint, IpFamily, NamespacedName, NodeInfo, Protocol, ServicePort, ServicePortName,

@@ -190,17 +190,10 @@ fn is_not_served(error: &watcher::Error) -> bool {
 /// themselves): `failed to perform initial object list: ... client error (Connect): tcp
 /// connect error: Connection refused (os error 111)`.
 fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut written = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let text = error.to_string();
-        if !written.contains(&text) {
-            written.push_str(": ");
-            written.push_str(&text);
-        }
-        cause = error.source();
-    }
-    written.split_whitespace().collect::<Vec<_>>().join(" ")
+    kproxy_core::with_causes(error.to_string(), error.source())
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs one watcher until its stream ends (never, in practice): applies every event and marks

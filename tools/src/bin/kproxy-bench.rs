@@ -97,16 +97,9 @@ fn status_mb(field: &str) -> f64 {
     (kib / 1024.0 * 10.0).round() / 10.0
 }
 
-/// An error and every cause under it, `outer: inner: innermost`.
+/// An error and every cause under it, `outer: inner: innermost`, each said once.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    kproxy_core::with_causes(error.to_string(), error.source())
 }
 
 fn sync_failed(what: &str, error: &kproxy_core::DataplaneError) -> kproxy_rig::Error {

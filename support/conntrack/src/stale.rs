@@ -477,6 +477,22 @@ mod tests {
         );
     }
 
+    /// The state a sync programmed: `port` with `endpoints`.
+    fn programmed(port: &ServicePort, endpoints: &[&str]) -> ProxyState {
+        let mut programmed = ProxyState::default();
+        programmed.apply(&ChangeSet::new(
+            BTreeMap::from([(
+                port.name.clone(),
+                Change {
+                    previous: None,
+                    current: state(port, endpoints),
+                },
+            )]),
+            None,
+        ));
+        programmed
+    }
+
     fn flow(dst: &str, reply_src: &str, protocol: u8) -> Flow {
         let dst: SocketAddr = dst.parse().unwrap();
         let reply_src: SocketAddr = reply_src.parse().unwrap();
@@ -505,17 +521,7 @@ mod tests {
     fn at_start_flows_to_gone_endpoints_and_undnated_ones_are_stale() {
         let mut dns = port(Protocol::Udp);
         dns.node_port = Some(30053);
-        let mut programmed = ProxyState::default();
-        programmed.apply(&ChangeSet::new(
-            BTreeMap::from([(
-                name(Protocol::Udp),
-                Change {
-                    previous: None,
-                    current: state(&dns, &["10.180.0.2:53"]),
-                },
-            )]),
-            None,
-        ));
+        let programmed = programmed(&dns, &["10.180.0.2:53"]);
         let to_gone = flow("172.30.0.10:53", "10.180.0.1:53", IPPROTO_UDP);
         let to_kept = flow("172.30.0.10:53", "10.180.0.2:53", IPPROTO_UDP);
         let undnated = flow("172.30.0.10:53", "172.30.0.10:53", IPPROTO_UDP);
@@ -543,17 +549,7 @@ mod tests {
     #[test]
     fn at_start_an_undnated_flow_to_a_port_without_endpoints_stays() {
         let dns = port(Protocol::Udp);
-        let mut programmed = ProxyState::default();
-        programmed.apply(&ChangeSet::new(
-            BTreeMap::from([(
-                name(Protocol::Udp),
-                Change {
-                    previous: None,
-                    current: state(&dns, &[]),
-                },
-            )]),
-            None,
-        ));
+        let programmed = programmed(&dns, &[]);
         let undnated = flow("172.30.0.10:53", "172.30.0.10:53", IPPROTO_UDP);
         assert!(
             stale_flows(&programmed, &[undnated]).is_empty(),

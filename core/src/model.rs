@@ -63,6 +63,16 @@ pub enum IpFamily {
     V6,
 }
 
+impl fmt::Display for IpFamily {
+    /// Upstream's spelling: `IPv4`, `IPv6`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        })
+    }
+}
+
 impl IpFamily {
     /// The family of an address.
     pub fn of(addr: &IpAddr) -> IpFamily {

@@ -1,0 +1,472 @@
+//! [`IptablesDataplane`]: full syncs that rewrite every chain, partial syncs that rewrite only
+//! what the change set touches, and the canary check.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use kproxy_core::{
+    ChangeSet, Dataplane, DataplaneError, Integrity, IpFamily, ProxyConfig, ProxyState,
+    ServicePortName,
+};
+
+use crate::IptablesConfig;
+use crate::base::{Jump, fixed_chains, jumps};
+use crate::context::FamilyContext;
+use crate::error::IptablesError;
+use crate::kernel::IptablesKernel;
+use crate::names::{self, CANARY, NODEPORTS, SERVICES};
+use crate::render::{PortRules, SharedRule, render_port};
+use crate::restore::{RestoreInput, Table};
+use crate::save::SavedTable;
+use crate::stats::IptablesStats;
+
+/// What one family's tables hold after the last successful sync.
+#[derive(Debug, Default)]
+struct Programmed {
+    ports: HashMap<ServicePortName, PortRules>,
+    /// Rules per table ([`Table`] order), fixed ones included.
+    rules: [usize; 3],
+    /// The jumps the drift check looks for.
+    jumps: Vec<Jump>,
+}
+
+/// The iptables dataplane: upstream's chain layout in the `filter` and `nat` tables (and the
+/// canary in `mangle`) of each family, one `iptables-restore --noflush` per family and sync.
+pub struct IptablesDataplane {
+    config: ProxyConfig,
+    settings: IptablesConfig,
+    kernel: Box<dyn IptablesKernel>,
+    programmed: HashMap<IpFamily, Programmed>,
+    stats: Arc<IptablesStats>,
+    tcp_be_liberal: Option<bool>,
+    route_localnet: bool,
+}
+
+impl std::fmt::Debug for IptablesDataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IptablesDataplane")
+            .field("config", &self.config)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(what: &str, family: IpFamily, error: IptablesError) -> DataplaneError {
+    DataplaneError::with_source(format!("{what} ({family})"), error)
+}
+
+impl IptablesDataplane {
+    /// A dataplane programming `kernel` for `config` and this mode's own `settings`.
+    pub fn new(
+        config: ProxyConfig,
+        settings: IptablesConfig,
+        kernel: Box<dyn IptablesKernel>,
+    ) -> Self {
+        Self {
+            config,
+            settings,
+            kernel,
+            programmed: HashMap::new(),
+            stats: Arc::default(),
+            tcp_be_liberal: None,
+            route_localnet: false,
+        }
+    }
+
+    /// The counters behind upstream's iptables metrics.
+    pub fn stats(&self) -> Arc<IptablesStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The kernel, for tests that inspect or damage it.
+    pub fn kernel(&mut self) -> &mut dyn IptablesKernel {
+        self.kernel.as_mut()
+    }
+
+    async fn context<'a>(&mut self, family: IpFamily, state: &'a ProxyState) -> FamilyContext<'a> {
+        let liberal = match self.tcp_be_liberal {
+            Some(liberal) => liberal,
+            None => {
+                let liberal = self.kernel.tcp_be_liberal().await;
+                self.tcp_be_liberal = Some(liberal);
+                liberal
+            }
+        };
+        FamilyContext::new(family, &self.config, &self.settings, liberal, state)
+    }
+
+    fn publish(&self, written: [usize; 3]) {
+        for table in Table::ALL {
+            let total: usize = self
+                .programmed
+                .values()
+                .map(|p| p.rules[table as usize])
+                .sum();
+            self.stats
+                .set_rules(table, total as u64, written[table as usize] as u64);
+        }
+    }
+
+    async fn full_family(
+        &mut self,
+        family: IpFamily,
+        state: &ProxyState,
+    ) -> Result<[usize; 3], DataplaneError> {
+        let ctx = self.context(family, state).await;
+        if ctx.localhost_node_ports && !self.route_localnet {
+            self.kernel
+                .enable_route_localnet()
+                .await
+                .map_err(|e| failed("could not enable route_localnet", family, e))?;
+            self.route_localnet = true;
+        }
+        let mut saved = [SavedTable::default(), SavedTable::default()];
+        for (slot, table) in saved.iter_mut().zip([Table::Filter, Table::Nat]) {
+            let text = self
+                .kernel
+                .save(family, table)
+                .await
+                .map_err(|e| failed("could not read the rules", family, e))?;
+            *slot = SavedTable::parse(&text);
+        }
+        let ports: HashMap<ServicePortName, PortRules> = state
+            .iter()
+            .map(|(name, port)| (name.clone(), render_port(&ctx, port)))
+            .filter(|(_, rules)| *rules != PortRules::default())
+            .collect();
+        let jumps = jumps(&ctx);
+        let mut input = RestoreInput::default();
+        let mut rules = [0usize; 3];
+        let fixed: Vec<_> = Table::ALL
+            .into_iter()
+            .map(|table| (table, fixed_chains(&ctx, table)))
+            .collect();
+        for (table, chains) in &fixed {
+            for (chain, chain_rules) in chains {
+                input.declare(*table, chain);
+                rules[*table as usize] += chain_rules.len();
+            }
+        }
+        let mut names: Vec<&ServicePortName> = ports.keys().collect();
+        names.sort();
+        for name in &names {
+            for chain in ports[*name].chains.keys() {
+                input.declare(Table::Nat, chain);
+            }
+        }
+        // Chains of ports that are gone, and of upstream's iptables mode before us.
+        for chain in saved[1].chains.keys() {
+            if names::is_service_chain(chain)
+                && !names.iter().any(|n| ports[*n].chains.contains_key(chain))
+            {
+                input.remove_chain(Table::Nat, chain);
+            }
+        }
+        fix_jumps(&saved, &fixed, &jumps, &mut input);
+        for name in &names {
+            let port = &ports[*name];
+            for (chain, chain_rules) in &port.chains {
+                for rule in chain_rules {
+                    input.append(Table::Nat, chain, rule);
+                }
+            }
+            for shared in &port.shared {
+                input.append(shared.table, shared.chain, &shared.rule);
+            }
+            for table in Table::ALL {
+                rules[table as usize] += port.rule_count(table);
+            }
+        }
+        // After the ports' rules: the node-port jumps must end KUBE-SERVICES.
+        for (table, chains) in &fixed {
+            for (chain, chain_rules) in chains {
+                for rule in chain_rules {
+                    input.append(*table, chain, rule);
+                }
+            }
+        }
+        let written = Table::ALL.map(|t| input.rules_written(t));
+        let text = input.render();
+        drop(input);
+        if let Err(error) = self.kernel.restore(family, &text).await {
+            self.stats.count_failure(false);
+            self.programmed.remove(&family);
+            return Err(failed("iptables-restore failed", family, error));
+        }
+        self.programmed.insert(
+            family,
+            Programmed {
+                ports,
+                rules,
+                jumps,
+            },
+        );
+        Ok(written)
+    }
+
+    async fn partial_family(
+        &mut self,
+        family: IpFamily,
+        state: &ProxyState,
+        changes: &ChangeSet,
+    ) -> Result<[usize; 3], DataplaneError> {
+        let ctx = self.context(family, state).await;
+        let programmed = self.programmed.entry(family).or_default();
+        let mut input = RestoreInput::default();
+        let mut updates: Vec<(ServicePortName, Option<PortRules>)> =
+            Vec::with_capacity(changes.len());
+        for (name, change) in changes.iter() {
+            let new = change
+                .current
+                .as_ref()
+                .map(|port| render_port(&ctx, port))
+                .filter(|rules| *rules != PortRules::default());
+            let old = programmed.ports.get(name);
+            if old != new.as_ref() {
+                diff(old, new.as_ref(), &mut input);
+                updates.push((name.clone(), new));
+            }
+        }
+        if input.is_empty() {
+            return Ok([0; 3]);
+        }
+        let written = Table::ALL.map(|t| input.rules_written(t));
+        let text = input.render();
+        drop(input);
+        if let Err(error) = self.kernel.restore(family, &text).await {
+            self.stats.count_failure(true);
+            return Err(failed("partial iptables-restore failed", family, error));
+        }
+        let programmed = self.programmed.entry(family).or_default();
+        for (name, new) in updates {
+            let old = match &new {
+                Some(rules) => programmed.ports.insert(name, rules.clone()),
+                None => programmed.ports.remove(&name),
+            };
+            for table in Table::ALL {
+                let i = table as usize;
+                programmed.rules[i] -= old.as_ref().map_or(0, |r| r.rule_count(table));
+                programmed.rules[i] += new.as_ref().map_or(0, |r| r.rule_count(table));
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Makes the jumps from the built-in chains equal `jumps`: where a built-in chain's jumps to
+/// our chains differ from the wanted ones (missing, in another order, from an older version),
+/// they are deleted as saved and the wanted ones inserted first.
+fn fix_jumps(
+    saved: &[SavedTable; 2],
+    fixed: &[(Table, Vec<(&'static str, Vec<String>)>)],
+    jumps: &[Jump],
+    input: &mut RestoreInput,
+) {
+    let ours = |rule: &str| {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        words.windows(2).any(|w| {
+            w[0] == "-j"
+                && fixed
+                    .iter()
+                    .any(|(_, chains)| chains.iter().any(|(name, _)| *name == w[1]))
+        })
+    };
+    for (saved, table) in saved.iter().zip([Table::Filter, Table::Nat]) {
+        let mut chains: Vec<&str> = jumps
+            .iter()
+            .filter(|j| j.table == table)
+            .map(|j| j.from)
+            .collect();
+        chains.extend(
+            saved
+                .chains
+                .iter()
+                .filter(|(name, rules)| !name.starts_with("KUBE-") && rules.iter().any(|r| ours(r)))
+                .map(|(name, _)| name.as_str()),
+        );
+        chains.sort_unstable();
+        chains.dedup();
+        for chain in chains {
+            let present: Vec<&String> = saved.rules(chain).iter().filter(|r| ours(r)).collect();
+            let wanted: Vec<String> = jumps
+                .iter()
+                .filter(|j| j.table == table && j.from == chain)
+                .map(Jump::rule)
+                .collect();
+            if present
+                .iter()
+                .map(|s| s.as_str())
+                .eq(wanted.iter().map(String::as_str))
+            {
+                continue;
+            }
+            for rule in present {
+                input.delete_rule(table, chain, rule);
+            }
+            for rule in wanted.iter().rev() {
+                input.insert_first(table, chain, rule);
+            }
+        }
+    }
+}
+
+/// Adds to `input` what turns one port's rules from `old` into `new`.
+fn diff(old: Option<&PortRules>, new: Option<&PortRules>, input: &mut RestoreInput) {
+    let empty = PortRules::default();
+    let old = old.unwrap_or(&empty);
+    let new = new.unwrap_or(&empty);
+    for (chain, rules) in &new.chains {
+        if old.chains.get(chain) != Some(rules) {
+            input.declare(Table::Nat, chain);
+            for rule in rules {
+                input.append(Table::Nat, chain, rule);
+            }
+        }
+    }
+    for shared in old.shared.difference(&new.shared) {
+        input.delete_rule(shared.table, shared.chain, &shared.rule);
+    }
+    for SharedRule { table, chain, rule } in new.shared.difference(&old.shared) {
+        // Before the node-port jumps, which must stay last.
+        if *table == Table::Nat && *chain == SERVICES {
+            input.insert_first(*table, chain, rule);
+        } else {
+            input.append(*table, chain, rule);
+        }
+    }
+    for chain in old.chains.keys() {
+        if !new.chains.contains_key(chain) {
+            input.remove_chain(Table::Nat, chain);
+        }
+    }
+}
+
+#[async_trait]
+impl Dataplane for IptablesDataplane {
+    fn name(&self) -> &str {
+        "iptables"
+    }
+
+    async fn sync(
+        &mut self,
+        state: &ProxyState,
+        changes: &ChangeSet,
+    ) -> Result<(), DataplaneError> {
+        // The node's addresses, CIDRs and name decide every port's locality: rewrite all.
+        if changes.node().is_some()
+            || changes.service_cidrs().is_some()
+            || self.programmed.len() != self.config.ip_families.len()
+        {
+            return self.full_sync(state).await;
+        }
+        let started = Instant::now();
+        let mut written = [0usize; 3];
+        for family in self.config.ip_families.clone() {
+            let family_written = self.partial_family(family, state, changes).await?;
+            for (total, n) in written.iter_mut().zip(family_written) {
+                *total += n;
+            }
+        }
+        self.publish(written);
+        tracing::debug!(
+            changed = changes.len(),
+            nat_rules_written = written[Table::Nat as usize],
+            filter_rules_written = written[Table::Filter as usize],
+            took = ?started.elapsed(),
+            "partial iptables sync"
+        );
+        Ok(())
+    }
+
+    async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
+        let started = Instant::now();
+        let mut written = [0usize; 3];
+        for family in self.config.ip_families.clone() {
+            let family_written = self.full_family(family, state).await?;
+            for (total, n) in written.iter_mut().zip(family_written) {
+                *total += n;
+            }
+        }
+        self.publish(written);
+        tracing::debug!(
+            service_ports = state.len(),
+            nat_rules = self.stats.rules_total(Table::Nat),
+            filter_rules = self.stats.rules_total(Table::Filter),
+            took = ?started.elapsed(),
+            "full iptables sync"
+        );
+        Ok(())
+    }
+
+    async fn verify(&mut self) -> Result<Integrity, DataplaneError> {
+        let mut families: Vec<IpFamily> = self.programmed.keys().copied().collect();
+        families.sort();
+        for family in families {
+            for table in Table::ALL {
+                let present = self
+                    .kernel
+                    .has_chain(family, table, CANARY)
+                    .await
+                    .map_err(|e| failed("could not look for the canary", family, e))?;
+                if !present {
+                    return Ok(Integrity::Damaged(format!(
+                        "the {CANARY} chain of the {family} {} table is gone",
+                        table.name()
+                    )));
+                }
+            }
+            // A flushed table keeps its (empty) canary; its jumps from the built-in chains
+            // go. One jump per table tells.
+            let checks: Vec<Jump> = {
+                let jumps = &self.programmed[&family].jumps;
+                let mut checks: Vec<Jump> = Vec::new();
+                for table in [Table::Filter, Table::Nat] {
+                    if let Some(jump) = jumps.iter().find(|j| j.table == table) {
+                        checks.push(jump.clone());
+                    }
+                }
+                checks
+            };
+            for jump in checks {
+                let chain = jump.args.last().copied().unwrap_or(NODEPORTS);
+                let present = self
+                    .kernel
+                    .has_rule(family, jump.table, jump.from, &jump.args)
+                    .await
+                    .map_err(|e| failed("could not look for the jumps", family, e))?;
+                if !present {
+                    return Ok(Integrity::Damaged(format!(
+                        "the jump from {} {} to {chain} ({family}) is gone",
+                        jump.table.name(),
+                        jump.from
+                    )));
+                }
+            }
+        }
+        Ok(Integrity::Intact)
+    }
+
+    async fn cleanup(&mut self) -> Result<(), DataplaneError> {
+        for family in self.config.ip_families.clone() {
+            let mut input = RestoreInput::default();
+            for table in Table::ALL {
+                let text = self
+                    .kernel
+                    .save(family, table)
+                    .await
+                    .map_err(|e| failed("could not read the rules", family, e))?;
+                crate::cleanup::removal(table, &SavedTable::parse(&text), &mut input);
+            }
+            if !input.is_empty() {
+                self.kernel
+                    .restore(family, &input.render())
+                    .await
+                    .map_err(|e| failed("could not remove the rules", family, e))?;
+            }
+            self.programmed.remove(&family);
+        }
+        Ok(())
+    }
+}

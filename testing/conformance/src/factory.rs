@@ -28,6 +28,32 @@ pub trait DataplaneFactory: Send + Sync {
     ///
     /// When it cannot be built (the message says why).
     fn build(&self, config: &ProxyConfig, node_netns: &str) -> Result<Box<dyn Dataplane>>;
+
+    /// Builds the dataplane for a scenario whose configuration also sets `settings`, the
+    /// settings of one mode only (upstream's `iptables.localhostNodePorts`, ...). The default
+    /// ignores them: right for a dataplane without such settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    fn build_with(
+        &self,
+        config: &ProxyConfig,
+        settings: &ModeSettings,
+        node_netns: &str,
+    ) -> Result<Box<dyn Dataplane>> {
+        let _ = settings;
+        self.build(config, node_netns)
+    }
+}
+
+/// A scenario's settings that belong to one mode only; `None` means the mode's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModeSettings {
+    /// `localhostNodePorts`: node ports also answer on 127.0.0.1 (iptables mode, IPv4;
+    /// upstream's default `true`).
+    pub localhost_node_ports: Option<bool>,
 }
 
 /// The canonical spelling of a mode name in scenario files (`nft` is `nftables`).

@@ -8,7 +8,7 @@ mod factory;
 pub mod kernel;
 pub mod scenario;
 
-pub use factory::{DataplaneFactory, Recording, canonical_mode, same_mode};
+pub use factory::{DataplaneFactory, ModeSettings, Recording, canonical_mode, same_mode};
 pub use kernel::KernelTarget;
 
 /// The suite every backend runs: this crate's `scenarios/` folder.

@@ -268,7 +268,12 @@ pub async fn run_scenario(
         .map_err(scenario_error)?;
     let node = scenario.node.to_node_info().map_err(scenario_error)?;
     let world = World::build(world_spec(scenario).map_err(scenario_error)?).await?;
-    let dataplane = options.factory.build(&config, world.node_netns())?;
+    let settings = crate::factory::ModeSettings {
+        localhost_node_ports: scenario.config.localhost_node_ports,
+    };
+    let dataplane = options
+        .factory
+        .build_with(&config, &settings, world.node_netns())?;
     let handle = TrackerHandle::new(ServiceChangeTracker::new(
         node,
         ConversionOptions::default(),

@@ -6,52 +6,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use kproxy_conformance::SCENARIOS_DIR;
 use kproxy_conformance::scenario::{RunOptions, run_paths};
-use kproxy_conformance::{DataplaneFactory, ModeSettings, SCENARIOS_DIR};
-use kproxy_core::{Balancing, Dataplane, ProxyConfig};
-use kproxy_iptables::{IptablesCommand, IptablesConfig, IptablesDataplane, Tool, Variant};
+use kproxy_core::Balancing;
+use kproxy_iptables::Variant;
 use kproxy_rig::netns;
 
-/// Builds the iptables dataplane of one variant for a scenario's node namespace.
-struct Iptables {
-    variant: Variant,
-    balancing: Balancing,
-}
-
-impl DataplaneFactory for Iptables {
-    fn mode(&self) -> &str {
-        "iptables"
-    }
-
-    fn preflight(&self) -> kproxy_rig::Result<()> {
-        let restore = self.variant.binary(kproxy_core::IpFamily::V4, Tool::Restore);
-        netns::require_tool(restore, &["--version"])
-    }
-
-    fn build(&self, config: &ProxyConfig, node_netns: &str) -> kproxy_rig::Result<Box<dyn Dataplane>> {
-        self.build_with(config, &ModeSettings::default(), node_netns)
-    }
-
-    fn build_with(
-        &self,
-        config: &ProxyConfig,
-        settings: &ModeSettings,
-        node_netns: &str,
-    ) -> kproxy_rig::Result<Box<dyn Dataplane>> {
-        let config = ProxyConfig {
-            balancing: self.balancing,
-            ..config.clone()
-        };
-        let settings = IptablesConfig {
-            localhost_node_ports: settings.localhost_node_ports.unwrap_or(true),
-        };
-        Ok(Box::new(IptablesDataplane::new(
-            config,
-            settings,
-            Box::new(IptablesCommand::in_netns(self.variant, node_netns)),
-        )))
-    }
-}
+mod common;
+use common::Iptables;
 
 async fn run_suite(variant: Variant, balancing: Balancing) {
     if let Err(error) = netns::check_environment() {

@@ -358,9 +358,9 @@ impl Dataplane for IptablesDataplane {
         changes: &ChangeSet,
     ) -> Result<(), DataplaneError> {
         // The node's addresses, CIDRs and name decide every port's locality: rewrite all.
-        if changes.node().is_some()
-            || changes.service_cidrs().is_some()
-            || self.programmed.len() != self.config.ip_families.len()
+        // (Service CIDRs are not written in this mode: traffic to an unallocated address is
+        // left alone, as upstream's iptables mode leaves it.)
+        if changes.node().is_some() || self.programmed.len() != self.config.ip_families.len()
         {
             return self.full_sync(state).await;
         }

@@ -286,7 +286,9 @@ fn fix_jumps(saved: &[SavedTable; 2], jumps: &[Jump], input: &mut RestoreInput) 
             saved
                 .chains
                 .iter()
-                .filter(|(name, rules)| !name.starts_with("KUBE-") && rules.iter().any(|r| ours(r)))
+                .filter(|(name, rules)| {
+                    BUILT_IN.contains(&name.as_str()) && rules.iter().any(|r| ours(r))
+                })
                 .map(|(name, _)| name.as_str()),
         );
         chains.sort_unstable();
@@ -360,8 +362,7 @@ impl Dataplane for IptablesDataplane {
         // The node's addresses, CIDRs and name decide every port's locality: rewrite all.
         // (Service CIDRs are not written in this mode: traffic to an unallocated address is
         // left alone, as upstream's iptables mode leaves it.)
-        if changes.node().is_some() || self.programmed.len() != self.config.ip_families.len()
-        {
+        if changes.node().is_some() || self.programmed.len() != self.config.ip_families.len() {
             return self.full_sync(state).await;
         }
         let started = Instant::now();

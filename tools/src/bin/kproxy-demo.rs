@@ -174,6 +174,10 @@ async fn run(args: &Args) -> Result<()> {
         let why = line
             .split_once("iptables mode: ")
             .map_or(line, |(_, rest)| rest);
+        // Without the structured field that follows the message.
+        let why = why
+            .rsplit_once(" variant=")
+            .map_or(why, |(message, _)| message);
         println!("kube-proxy: {why}");
     }
     println!();

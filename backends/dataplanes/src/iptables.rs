@@ -33,7 +33,7 @@ pub(crate) fn pick_variant(
     target: &Target,
 ) -> (IptablesVariant, String) {
     if let Some(variant) = forced {
-        return (variant, "set in the options".to_owned());
+        return (variant, "forced, not detected".to_owned());
     }
     // What the detection saw, to say why it chose: a hint chain's tool, or the rule counts.
     let mut hint_in: Option<String> = None;
@@ -220,6 +220,6 @@ mod tests {
         let target = Target::Netns("kpt-no-such-namespace".into());
         let (variant, reason) = pick_variant(Some(IptablesVariant::Legacy), &target);
         assert_eq!(variant, IptablesVariant::Legacy);
-        assert_eq!(reason, "set in the options");
+        assert_eq!(reason, "forced, not detected");
     }
 }

@@ -1,6 +1,7 @@
 //! Removing everything this backend (or upstream's iptables mode) programmed from one table:
 //! its chains, and the rules of other chains that jump to them. Kubelet's chains
-//! (`KUBE-KUBELET-CANARY`, `KUBE-IPTABLES-HINT`) stay.
+//! (`KUBE-KUBELET-CANARY`, `KUBE-IPTABLES-HINT`, and `KUBE-FIREWALL`, which both write) stay,
+//! as upstream's cleanup leaves them.
 
 use crate::names::{self, *};
 use crate::restore::{RestoreInput, Table};
@@ -15,7 +16,6 @@ const FIXED: &[&str] = &[
     MARK_MASQ,
     FORWARD,
     PROXY_FIREWALL,
-    LOCALNET_FIREWALL,
     CANARY,
 ];
 

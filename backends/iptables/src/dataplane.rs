@@ -164,7 +164,7 @@ impl IptablesDataplane {
                 input.remove_chain(Table::Nat, chain);
             }
         }
-        fix_jumps(&saved, &fixed, &jumps, &mut input);
+        fix_jumps(&saved, &jumps, &mut input);
         for name in &names {
             let port = &ports[*name];
             for (chain, chain_rules) in &port.chains {
@@ -237,6 +237,8 @@ impl IptablesDataplane {
         drop(input);
         if let Err(error) = self.kernel.restore(family, &text).await {
             self.stats.count_failure(true);
+            // What the kernel holds is no longer known for sure: the next sync is full.
+            self.programmed.clear();
             return Err(failed("partial iptables-restore failed", family, error));
         }
         let programmed = self.programmed.entry(family).or_default();
@@ -255,23 +257,24 @@ impl IptablesDataplane {
     }
 }
 
+/// The built-in chains of the filter and nat tables.
+const BUILT_IN: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+
 /// Makes the jumps from the built-in chains equal `jumps`: where a built-in chain's jumps to
 /// our chains differ from the wanted ones (missing, in another order, from an older version),
 /// they are deleted as saved and the wanted ones inserted first.
-fn fix_jumps(
-    saved: &[SavedTable; 2],
-    fixed: &[(Table, Vec<(&'static str, Vec<String>)>)],
-    jumps: &[Jump],
-    input: &mut RestoreInput,
-) {
+fn fix_jumps(saved: &[SavedTable; 2], jumps: &[Jump], input: &mut RestoreInput) {
+    // Only jumps from the built-in chains to the chains jumped to from there: other
+    // software's rules that jump to ours (a CNI's portmap chains to KUBE-MARK-MASQ) stay.
+    let targets: Vec<&str> = jumps
+        .iter()
+        .filter_map(|j| j.args.last().copied())
+        .collect();
     let ours = |rule: &str| {
         let words: Vec<&str> = rule.split_whitespace().collect();
-        words.windows(2).any(|w| {
-            w[0] == "-j"
-                && fixed
-                    .iter()
-                    .any(|(_, chains)| chains.iter().any(|(name, _)| *name == w[1]))
-        })
+        words
+            .windows(2)
+            .any(|w| w[0] == "-j" && targets.contains(&w[1]))
     };
     for (saved, table) in saved.iter().zip([Table::Filter, Table::Nat]) {
         let mut chains: Vec<&str> = jumps
@@ -355,9 +358,9 @@ impl Dataplane for IptablesDataplane {
         changes: &ChangeSet,
     ) -> Result<(), DataplaneError> {
         // The node's addresses, CIDRs and name decide every port's locality: rewrite all.
-        if changes.node().is_some()
-            || changes.service_cidrs().is_some()
-            || self.programmed.len() != self.config.ip_families.len()
+        // (Service CIDRs are not written in this mode: traffic to an unallocated address is
+        // left alone, as upstream's iptables mode leaves it.)
+        if changes.node().is_some() || self.programmed.len() != self.config.ip_families.len()
         {
             return self.full_sync(state).await;
         }

@@ -64,8 +64,8 @@ impl Variant {
     /// `KUBE-KUBELET-CANARY` in mangle) name it; without them, the variant holding more rules;
     /// on a tie (a fresh node), nft.
     ///
-    /// `save` runs a save tool (e.g. `iptables-legacy-save`, with `-t mangle` or no arguments)
-    /// in the node's namespace and answers its output, or `None` when it fails (a variant
+    /// `save` runs a save tool (e.g. `iptables-legacy-save`, without arguments) in the node's
+    /// namespace and answers its output, or `None` when it fails (a variant
     /// whose kernel side is not loaded holds nothing).
     pub fn detect(mut save: impl FnMut(&str, &[&str]) -> Option<String>) -> Variant {
         let has_hint = |text: &str| {
@@ -77,12 +77,13 @@ impl Variant {
         for (i, variant) in Variant::ALL.into_iter().enumerate() {
             for family in [IpFamily::V4, IpFamily::V6] {
                 let tool = variant.binary(family, Tool::Save);
-                if save(tool, &["-t", "mangle"]).is_some_and(|text| has_hint(&text)) {
+                // A legacy save of one table creates that table in the kernel; a whole save
+                // only lists what exists (upstream's iptables-wrapper does the same).
+                let text = save(tool, &[]).unwrap_or_default();
+                if has_hint(&text) {
                     return variant;
                 }
-                rules[i] += save(tool, &[])
-                    .map(|text| text.lines().filter(|l| l.starts_with("-A ")).count())
-                    .unwrap_or(0);
+                rules[i] += text.lines().filter(|l| l.starts_with("-A ")).count();
             }
         }
         if rules[1] > rules[0] {
@@ -120,7 +121,7 @@ mod tests {
     #[test]
     fn hints_win_then_rule_counts_then_nft() {
         let hint_in_legacy = Variant::detect(|tool, args| {
-            (tool == "iptables-legacy-save" && args == ["-t", "mangle"])
+            (tool == "iptables-legacy-save" && args.is_empty())
                 .then(|| "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n".to_owned())
         });
         assert_eq!(hint_in_legacy, Variant::Legacy);

@@ -42,9 +42,8 @@ pub(crate) fn pick_variant(
         let output = target.run(tool, args).ok();
         if let Some(text) = &output {
             let legacy = usize::from(tool.contains("-legacy-"));
-            if args.is_empty() {
-                rules[legacy] += text.lines().filter(|l| l.starts_with("-A ")).count();
-            } else if hint_in.is_none()
+            rules[legacy] += text.lines().filter(|l| l.starts_with("-A ")).count();
+            if hint_in.is_none()
                 && text.lines().any(|line| {
                     line.starts_with(":KUBE-IPTABLES-HINT")
                         || line.starts_with(":KUBE-KUBELET-CANARY")
@@ -56,7 +55,7 @@ pub(crate) fn pick_variant(
         output
     });
     let reason = match hint_in {
-        Some(tool) => format!("detected: kubelet's hint chain is in the mangle table of {tool}"),
+        Some(tool) => format!("detected: {tool} lists kubelet's hint chain"),
         None => format!(
             "detected: no kubelet hint chain; {} rules in the nft variant, {} in the legacy one{}",
             rules[0],

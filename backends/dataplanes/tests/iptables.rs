@@ -77,6 +77,11 @@ async fn the_detected_variant_is_programmed_with_its_stats() {
     let built =
         build_with(Mode::Iptables, &v4_only(), &ModeOptions::default(), &target).expect("build");
     assert_eq!(built.iptables_variant, Some(IptablesVariant::Nft));
+    // Neither the detection nor the preflight of nft created a legacy table there.
+    let legacy_tables = fresh
+        .exec("cat", &["/proc/net/ip_tables_names"], None)
+        .unwrap_or_default();
+    assert_eq!(legacy_tables.trim(), "", "legacy tables created");
 
     // A node whose kubelet uses legacy iptables: its hint chain in legacy's mangle table.
     let legacy = NetNs::new("iptleg").expect("namespace");

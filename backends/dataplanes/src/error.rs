@@ -4,9 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The mode is not one this proxy knows.
-    #[error(
-        "unknown proxy mode {0:?}: must be nftables (iptables and ipvs are not implemented yet)"
-    )]
+    #[error("unknown proxy mode {0:?}: must be nftables or iptables (ipvs is not implemented yet)")]
     UnknownMode(String),
     /// The mode exists upstream but not in this build.
     #[error(

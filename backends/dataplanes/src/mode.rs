@@ -11,16 +11,20 @@ use crate::error::Error;
 pub enum Mode {
     /// nftables (`kproxy-nft`): the recommended mode, and the default.
     Nftables,
+    /// iptables (`kproxy-iptables`): upstream's default mode, through `iptables-restore` of
+    /// either iptables variant ([`IptablesVariant`](crate::IptablesVariant)).
+    Iptables,
 }
 
 impl Mode {
     /// Every mode this project implements.
-    pub const ALL: &'static [Mode] = &[Mode::Nftables];
+    pub const ALL: &'static [Mode] = &[Mode::Nftables, Mode::Iptables];
 
-    /// The mode's name as upstream spells it (`nftables`).
+    /// The mode's name as upstream spells it (`nftables`, `iptables`).
     pub fn name(self) -> &'static str {
         match self {
             Mode::Nftables => "nftables",
+            Mode::Iptables => "iptables",
         }
     }
 
@@ -31,6 +35,10 @@ impl Mode {
             Mode::Nftables => (
                 "kubeproxy_sync_proxy_rules_nftables_sync_failures",
                 "Cumulative proxy nftables sync failures",
+            ),
+            Mode::Iptables => (
+                "kubeproxy_sync_proxy_rules_iptables_restore_failures",
+                "Cumulative proxy iptables restore failures",
             ),
         }
     }
@@ -45,12 +53,13 @@ impl fmt::Display for Mode {
 impl FromStr for Mode {
     type Err = Error;
 
-    /// `nftables` (alias `nft`); upstream's `iptables` and `ipvs` are recognised and refused
-    /// as not built.
+    /// `nftables` (alias `nft`) or `iptables`; upstream's `ipvs` is recognised and refused as
+    /// not built.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "nftables" | "nft" => Ok(Mode::Nftables),
-            "iptables" | "ipvs" => Err(Error::NotBuilt(text.to_owned())),
+            "iptables" => Ok(Mode::Iptables),
+            "ipvs" => Err(Error::NotBuilt(text.to_owned())),
             other => Err(Error::UnknownMode(other.to_owned())),
         }
     }
@@ -64,10 +73,26 @@ mod tests {
     fn modes_parse_as_upstream_spells_them() {
         assert_eq!("nftables".parse::<Mode>().unwrap(), Mode::Nftables);
         assert_eq!("nft".parse::<Mode>().unwrap(), Mode::Nftables);
+        assert_eq!("iptables".parse::<Mode>().unwrap(), Mode::Iptables);
         assert!(matches!("ipvs".parse::<Mode>(), Err(Error::NotBuilt(_))));
         assert!(matches!("bpf".parse::<Mode>(), Err(Error::UnknownMode(_))));
         for mode in Mode::ALL {
             assert_eq!(mode.to_string().parse::<Mode>().unwrap(), *mode);
         }
+    }
+
+    #[test]
+    fn each_mode_names_upstreams_sync_failure_counter() {
+        assert_eq!(
+            Mode::Iptables.sync_failures_metric(),
+            (
+                "kubeproxy_sync_proxy_rules_iptables_restore_failures",
+                "Cumulative proxy iptables restore failures"
+            )
+        );
+        assert_eq!(
+            Mode::Nftables.sync_failures_metric().0,
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures"
+        );
     }
 }

@@ -17,9 +17,10 @@ pub enum Target {
 }
 
 /// The Debian package a tool comes from, for error messages.
-fn package_of(tool: &str) -> &'static str {
+pub(crate) fn package_of(tool: &str) -> &'static str {
     match tool {
         "nft" => "nftables",
+        "sysctl" => "procps",
         "ipset" => "ipset",
         "ipvsadm" => "ipvsadm",
         "ip" => "iproute2",

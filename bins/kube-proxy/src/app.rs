@@ -12,7 +12,7 @@ use kproxy_core::{
     ConversionOptions, NodeInfo, ProxyConfig, Readiness, Reconciler, ReconcilerConfig,
     ServiceChangeTracker, SyncStatus, TrackerHandle,
 };
-use kproxy_dataplanes::{Mode, Target};
+use kproxy_dataplanes::{Mode, ModeOptions, Target};
 
 use crate::health::{ProxyHealth, ServiceHealthServers};
 use crate::metrics::Metrics;
@@ -43,6 +43,8 @@ pub(crate) struct RunSettings {
     pub(crate) settings_scope: crate::sysctl::Scope,
     /// The proxy mode.
     pub(crate) mode: Mode,
+    /// The settings of that mode only (`localhostNodePorts`, the iptables variant).
+    pub(crate) mode_options: ModeOptions,
     /// The dataplane's settings.
     pub(crate) proxy: ProxyConfig,
     /// The sync loop's settings.
@@ -186,18 +188,28 @@ pub(crate) async fn run(
     settings: RunSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let metrics = Arc::new(Metrics::new(settings.mode, &settings.proxy.ip_families));
+    // Before any source or server starts: a mode that cannot run here stops the proxy with
+    // one clear error instead of a loop of failed syncs.
+    let built = kproxy_dataplanes::build_with(
+        settings.mode,
+        &settings.proxy,
+        &settings.mode_options,
+        &Target::Current,
+    )
+    .map_err(|source| AppError::Dataplane {
+        mode: settings.mode,
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::new(
+        settings.mode,
+        &settings.proxy.ip_families,
+        built.iptables_stats.clone(),
+    ));
+    let dataplane = built.dataplane;
     let handle = TrackerHandle::new(ServiceChangeTracker::new(
         NodeInfo::named(settings.node_name.clone()),
         ConversionOptions::default(),
     ));
-    // Before any source or server starts: a mode that cannot run here stops the proxy with
-    // one clear error instead of a loop of failed syncs.
-    let dataplane = kproxy_dataplanes::build(settings.mode, &settings.proxy, &Target::Current)
-        .map_err(|source| AppError::Dataplane {
-            mode: settings.mode,
-            source,
-        })?;
     let kube = match &settings.manifests {
         Some(_) => None,
         None => Some(kube_client(&settings).await?),

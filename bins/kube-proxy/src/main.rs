@@ -116,12 +116,13 @@ fn main() -> ExitCode {
 
 /// This proxy's own log targets: `-v` sets their level. Libraries (kube, hyper, rustls...)
 /// stay at `warn`, as upstream's `-v` levels are its own; `RUST_LOG` replaces the whole filter.
-const OWN_TARGETS: [&str; 8] = [
+const OWN_TARGETS: [&str; 9] = [
     "kube_proxy",
     "kproxy_core",
     "kproxy_kube",
     "kproxy_manifests",
     "kproxy_nft",
+    "kproxy_iptables",
     "kproxy_dataplanes",
     "kproxy_netlink",
     "kproxy_conntrack",
@@ -187,6 +188,7 @@ fn settings(options: &Options, mode: Mode) -> RunSettings {
             sysctl::Scope::Machine
         },
         mode,
+        mode_options: options.mode_options(),
         proxy: options.proxy_config(),
         reconciler: options.reconciler_config(),
     }
@@ -228,6 +230,7 @@ mod tests {
         );
         assert!(log_filter(0).contains("kproxy_nft=info"));
         assert!(log_filter(5).contains("kproxy_nft=trace"));
+        assert!(log_filter(0).contains("kproxy_iptables=info"));
         // Every crate's target in this workspace is listed: a new crate must be added here.
         EnvFilter::try_new(log_filter(4)).expect("a valid filter");
     }

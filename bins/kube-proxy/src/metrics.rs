@@ -1,17 +1,22 @@
 //! Prometheus metrics with upstream kube-proxy's `kubeproxy_` names, plus process metrics and
-//! a few of our own (`kubeproxy_rs_`), served as text on the metrics address.
+//! a few of our own (`kubeproxy_rs_`), served as text on the metrics address. The
+//! mode-specific ones are those of the mode that runs: its sync-failure counter, and in
+//! iptables mode the rule counts and partial restore failures, read from the dataplane's
+//! [`IptablesStats`] at scrape time.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kproxy_core::{
     IpFamily, ModelError, ObjectKind, ProxyState, SyncKind, SyncReport, select_endpoints,
 };
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use kproxy_dataplanes::{IptablesStats, IptablesTable};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 
@@ -49,6 +54,58 @@ pub(crate) struct Code {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Kind {
     kind: String,
+}
+
+/// Upstream's `table` label of the iptables rule counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+/// The tables upstream counts rules in (`mangle` holds only the canary).
+const COUNTED_TABLES: [IptablesTable; 2] = [IptablesTable::Filter, IptablesTable::Nat];
+
+/// Upstream's iptables-mode metrics, read from the dataplane's counters at each scrape:
+/// `kubeproxy_sync_proxy_rules_iptables_total{table}` and `..._iptables_last{table}`
+/// (gauges) and `..._iptables_partial_restore_failures_total` (a counter). The restore
+/// failures counter is the mode's sync-failure counter, counted per attempt with the others.
+#[derive(Debug)]
+struct IptablesCollector(Arc<IptablesStats>);
+
+impl Collector for IptablesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        type Read = fn(&IptablesStats, IptablesTable) -> u64;
+        let gauges: [(&str, &str, Read); 2] = [
+            (
+                "kubeproxy_sync_proxy_rules_iptables_total",
+                "Total number of iptables rules owned by kube-proxy.",
+                IptablesStats::rules_total,
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_iptables_last",
+                "Number of iptables rules written by kube-proxy in last sync.",
+                IptablesStats::rules_last,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let gauge = ConstGauge::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            for table in COUNTED_TABLES {
+                ConstGauge::new(read(&self.0, table)).encode(family.encode_family(
+                    &TableLabel {
+                        table: table.name(),
+                    },
+                )?)?;
+            }
+        }
+        let counter = ConstCounter::new(self.0.partial_restore_failures());
+        counter.encode(encoder.encode_descriptor(
+            "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures",
+            "Cumulative proxy iptables partial restore failures.",
+            None,
+            counter.metric_type(),
+        )?)
+    }
 }
 
 type ByFamily<M> = Family<FamilyLabel, M, fn() -> M>;
@@ -97,8 +154,13 @@ fn network_programming_buckets() -> Histogram {
 
 impl Metrics {
     /// The proxy's metrics; `mode` names its mode-specific ones, `families` are the ones it
-    /// programs (each gets its `ip_family` series from the start).
-    pub(crate) fn new(mode: kproxy_dataplanes::Mode, families: &[IpFamily]) -> Self {
+    /// programs (each gets its `ip_family` series from the start), and `iptables` are the
+    /// iptables dataplane's counters (in iptables mode), served at each scrape.
+    pub(crate) fn new(
+        mode: kproxy_dataplanes::Mode,
+        families: &[IpFamily],
+        iptables: Option<Arc<IptablesStats>>,
+    ) -> Self {
         let mut registry = Registry::default();
         let metrics = Self {
             families: families.to_vec(),
@@ -179,6 +241,9 @@ impl Metrics {
         );
         let (sync_failures, help) = mode.sync_failures_metric();
         registry.register(sync_failures, help, metrics.sync_failures.clone());
+        if let Some(stats) = iptables {
+            registry.register_collector(Box::new(IptablesCollector(stats)));
+        }
         registry.register(
             "kubeproxy_proxy_healthz",
             "Cumulative proxy healthz HTTP status",
@@ -483,6 +548,7 @@ mod tests {
         let metrics = Metrics::new(
             kproxy_dataplanes::Mode::Nftables,
             &[IpFamily::V4, IpFamily::V6],
+            None,
         );
         let before = metrics.encode();
         assert_eq!(
@@ -551,6 +617,7 @@ mod tests {
         let metrics = Metrics::new(
             kproxy_dataplanes::Mode::Nftables,
             &[IpFamily::V4, IpFamily::V6],
+            None,
         );
         let just_now = jiff::Timestamp::now().to_string();
         metrics.note_trigger_time(IpFamily::V6, &just_now);
@@ -594,12 +661,10 @@ mod tests {
             .collect()
     }
 
-    /// Every name the book's pages give is served, with the suffixes the exposition gives it;
-    /// the names the metrics chapter lists as not exported are not; and every family served is
-    /// in the metrics chapter.
-    #[test]
-    fn the_book_names_exactly_the_metrics_served() {
-        let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables, &[IpFamily::V4]);
+    /// The metric families (name, type) served in `mode`, every labelled one with a sample.
+    fn families_served(mode: kproxy_dataplanes::Mode) -> Vec<(String, String)> {
+        let stats = (mode == kproxy_dataplanes::Mode::Iptables).then(Arc::default);
+        let metrics = Metrics::new(mode, &[IpFamily::V4], stats);
         metrics.observe_attempt(&SyncReport {
             kind: SyncKind::Full,
             took: std::time::Duration::from_millis(1),
@@ -616,22 +681,36 @@ mod tests {
                 kind: "Service".to_owned(),
             })
             .inc();
-        let text = metrics.encode();
-        let families: Vec<(&str, &str)> = text
+        metrics
+            .encode()
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))
             .filter_map(|rest| rest.split_once(' '))
+            .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+            .collect()
+    }
+
+    /// Every name the book's pages give is served in some mode, with the suffixes the
+    /// exposition gives it; the names the metrics chapter lists as not exported are served in
+    /// no mode; and every family served in any mode is in the metrics chapter.
+    #[test]
+    fn the_book_names_exactly_the_metrics_served() {
+        let mut families: Vec<(String, String)> = kproxy_dataplanes::Mode::ALL
+            .iter()
+            .flat_map(|mode| families_served(*mode))
             .collect();
+        families.sort();
+        families.dedup();
         let served = |name: &str| {
             families.iter().any(|(family, kind)| {
-                let suffixes: &[&str] = match *kind {
+                let suffixes: &[&str] = match kind.as_str() {
                     "counter" => &["", "_total"],
                     "histogram" => &["", "_bucket", "_count", "_sum"],
                     _ => &[""],
                 };
                 suffixes
                     .iter()
-                    .any(|suffix| name.strip_suffix(suffix) == Some(family))
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family.as_str()))
             })
         };
         let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../book/src");
@@ -665,15 +744,142 @@ mod tests {
         }
         for (family, _) in &families {
             assert!(
-                exported.contains(family),
+                exported.contains(family.as_str()),
                 "{family} is served but the metrics chapter does not name it"
             );
         }
     }
 
+    /// The value of the sample `series` in `text`, `None` when it is not there.
+    fn sample_of(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    /// iptables mode serves upstream's iptables metrics with upstream's names, types and
+    /// labels, read from the dataplane's counters at each scrape; nftables mode does not.
+    #[tokio::test]
+    async fn iptables_mode_serves_upstreams_iptables_metrics() {
+        use kproxy_core::{
+            ConversionOptions, Dataplane, NodeInfo, ProxyConfig, ServiceChangeTracker,
+        };
+        use kproxy_iptables::{FakeIptables, IptablesConfig, IptablesDataplane};
+        use kproxy_objects::synthetic::{service, slice};
+
+        let kernel = FakeIptables::new();
+        let mut dataplane = IptablesDataplane::new(
+            ProxyConfig {
+                ip_families: vec![IpFamily::V4],
+                ..ProxyConfig::default()
+            },
+            IptablesConfig::default(),
+            Box::new(kernel.clone()),
+        );
+        let metrics = Metrics::new(
+            kproxy_dataplanes::Mode::Iptables,
+            &[IpFamily::V4],
+            Some(dataplane.stats()),
+        );
+        let before = metrics.encode();
+        for (family, kind) in [
+            ("kubeproxy_sync_proxy_rules_iptables_total", "gauge"),
+            ("kubeproxy_sync_proxy_rules_iptables_last", "gauge"),
+            (
+                "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures",
+                "counter",
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_iptables_restore_failures",
+                "counter",
+            ),
+        ] {
+            assert!(
+                before.contains(&format!("# TYPE {family} {kind}\n")),
+                "{family} {kind} in:\n{before}"
+            );
+        }
+        assert!(before.contains(
+            "# HELP kubeproxy_sync_proxy_rules_iptables_total Total number of iptables rules owned by kube-proxy."
+        ));
+        assert!(before.contains(
+            "# HELP kubeproxy_sync_proxy_rules_iptables_restore_failures Cumulative proxy iptables restore failures."
+        ));
+        assert!(!before.contains("nftables"), "{before}");
+        assert!(!before.contains("table=\"mangle\""), "{before}");
+        let total = |table: &str| {
+            sample_of(
+                &metrics.encode(),
+                &format!("kubeproxy_sync_proxy_rules_iptables_total{{table=\"{table}\"}}"),
+            )
+        };
+        let last = |table: &str| {
+            sample_of(
+                &metrics.encode(),
+                &format!("kubeproxy_sync_proxy_rules_iptables_last{{table=\"{table}\"}}"),
+            )
+        };
+        assert_eq!(total("nat"), Some(0.0), "served before the first sync");
+        assert_eq!(last("filter"), Some(0.0));
+
+        let mut tracker =
+            ServiceChangeTracker::new(NodeInfo::named("node-0"), ConversionOptions::default());
+        tracker.upsert_service(&service(0));
+        tracker.upsert_endpoint_slice(&slice(0, 3, 0));
+        let changes = tracker.drain();
+        dataplane
+            .sync(&tracker.state(), &changes)
+            .await
+            .expect("the first sync (full)");
+        let nat = total("nat").expect("nat");
+        assert!(nat > 0.0, "read at scrape time: {nat}");
+        assert!(total("filter").expect("filter") > 0.0);
+        assert!(
+            last("nat").expect("nat") >= nat,
+            "a full sync writes every rule it owns (and the jumps to them)"
+        );
+
+        // A partial restore the kernel refuses: one partial failure, one restore failure.
+        tracker.upsert_endpoint_slice(&slice(0, 3, 1));
+        let changes = tracker.drain();
+        kernel.refuse_next_restore();
+        let error = dataplane
+            .sync(&tracker.state(), &changes)
+            .await
+            .expect_err("refused");
+        metrics.observe_attempt(&SyncReport {
+            kind: SyncKind::Partial,
+            took: std::time::Duration::from_millis(1),
+            changed: changes.len(),
+            repair: false,
+            outcome: Err(&error),
+        });
+        let text = metrics.encode();
+        assert_eq!(
+            sample_of(
+                &text,
+                "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample_of(
+                &text,
+                "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+
+        let nftables = Metrics::new(kproxy_dataplanes::Mode::Nftables, &[IpFamily::V4], None);
+        let text = nftables.encode();
+        assert!(!text.contains("iptables"), "{text}");
+    }
+
     #[test]
     fn exposition_uses_upstream_names() {
-        let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables, &[IpFamily::V4]);
+        let metrics = Metrics::new(kproxy_dataplanes::Mode::Nftables, &[IpFamily::V4], None);
         metrics.endpoint_changes.inc();
         let text = metrics.encode();
         for name in [

@@ -27,6 +27,7 @@ fn help_lists_the_flags_and_exits_0() {
         "--iptables-sync-period",
         "--conntrack-max-per-core",
         "--manifests",
+        "--iptables-variant",
         "--netns",
         "-v",
     ] {

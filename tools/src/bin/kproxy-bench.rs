@@ -6,18 +6,26 @@
 //! with its ratio to the full sync), the size of the resulting ruleset and the process's peak
 //! RSS.
 //!
+//! `--backend` takes what `kproxy-scenario` takes: `nft`, `iptables` (the variant detected in
+//! the fresh namespace, so nft), `iptables-nft`, `iptables-legacy`, or `none`. Every line
+//! names the mode (`"backend":"iptables"`) and, in iptables mode, the variant measured
+//! (`"iptables_variant":"legacy"`); the ruleset is listed with that variant's save tool.
+//!
 //! A failed bulk sync is reported (on stderr with its whole cause chain, and as a JSON line
 //! with `"ok":false`), the dataplane is brought back with a full sync as the reconciler would,
 //! the remaining measurements still run, and the process exits non-zero at the end.
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use kproxy_conformance::ModeSettings;
 use kproxy_core::{
     ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig,
     ServiceChangeTracker,
 };
+use kproxy_dataplanes::IptablesVariant;
 use kproxy_objects::synthetic::{service, service_with_ports, slice, slice_with_ports};
 use kproxy_rig::NetNs;
 
@@ -26,7 +34,8 @@ use kproxy_rig::NetNs;
 #[derive(Debug, Parser)]
 #[command(name = "kproxy-bench")]
 struct Args {
-    /// The backend to measure.
+    /// The backend to measure: `nft`, `iptables` (variant detected: nft in a fresh
+    /// namespace), `iptables-nft`, `iptables-legacy`, or `none`.
     #[arg(long, default_value = "nft")]
     backend: String,
     /// How many Services (one TCP port each).
@@ -48,8 +57,8 @@ struct Args {
         action = clap::ArgAction::Set
     )]
     bulk: bool,
-    /// Skips the final `nft list ruleset` measurement (slow on large clusters); the final line
-    /// then only reports the peak RSS.
+    /// Skips the final ruleset listing (`nft list ruleset`, or the variant's `iptables-save`;
+    /// slow on large clusters); the final line then only reports the peak RSS.
     #[arg(
         long,
         default_value_t = false,
@@ -273,15 +282,23 @@ async fn bulk(
     Ok(failed)
 }
 
+/// What every line names the backend by: the mode, and in iptables mode the variant the
+/// dataplane drives (forced by the backend name or detected); set once it is built.
+static MEASURED: OnceLock<(String, Option<IptablesVariant>)> = OnceLock::new();
+
 fn emit(args: &Args, measurement: &str, fields: &[(&str, String)]) {
-    let mut line = format!(
-        "{{\"backend\":\"{}\",\"services\":{},\"endpoints_per_service\":{},\"measurement\":\"{measurement}\"",
-        kproxy_tools::factory(&args.backend, None)
-            .map(|f| f.mode().to_owned())
-            .unwrap_or_else(|_| args.backend.clone()),
-        args.services,
-        args.endpoints
-    );
+    let (backend, variant) = MEASURED
+        .get()
+        .cloned()
+        .unwrap_or_else(|| (args.backend.clone(), None));
+    let mut line = format!("{{\"backend\":\"{backend}\"");
+    if let Some(variant) = variant {
+        line.push_str(&format!(",\"iptables_variant\":\"{variant}\""));
+    }
+    line.push_str(&format!(
+        ",\"services\":{},\"endpoints_per_service\":{},\"measurement\":\"{measurement}\"",
+        args.services, args.endpoints
+    ));
     for (key, value) in fields {
         line.push_str(&format!(",\"{key}\":{value}"));
     }
@@ -301,7 +318,18 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
         service_cidrs: vec!["172.16.0.0/12".parse().expect("literal CIDR")],
         ..ProxyConfig::default()
     };
-    let mut dataplane = factory.build(&config, node_ns.name())?;
+    let (mut dataplane, variant) = match args.backend.as_str() {
+        "none" | "recording" => (factory.build(&config, node_ns.name())?, None),
+        name => {
+            let built = kproxy_tools::ModeFactory::from_name(name, None)?.build_reporting(
+                &config,
+                &ModeSettings::default(),
+                node_ns.name(),
+            )?;
+            (built.dataplane, built.iptables_variant)
+        }
+    };
+    let _ = MEASURED.set((factory.mode().to_owned(), variant));
     let mut tracker =
         ServiceChangeTracker::new(NodeInfo::named("node-0"), ConversionOptions::default());
 
@@ -418,17 +446,25 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
             &[("peak_rss_mb", peak_rss_mb().to_string())],
         );
     } else {
-        let listing = node_ns
-            .exec("nft", &["list", "ruleset"], None)
-            .unwrap_or_default();
+        // iptables: the variant's own listing (the legacy one's rules are not in nftables).
+        let (tool, tool_args, chain_prefix) = match variant {
+            Some(variant) => (format!("iptables-{variant}-save"), &[][..], ":"),
+            None => ("nft".to_owned(), &["list", "ruleset"][..], "chain "),
+        };
+        let listing = node_ns.exec(&tool, tool_args, None).unwrap_or_default();
         let chains = listing
             .lines()
-            .filter(|l| l.trim_start().starts_with("chain "))
+            .filter(|l| l.trim_start().starts_with(chain_prefix))
             .count();
+        let listed_with = format!("{tool} {}", tool_args.join(" "));
         emit(
             args,
             "ruleset",
             &[
+                (
+                    "listed_with",
+                    serde_json::Value::String(listed_with.trim().to_owned()).to_string(),
+                ),
                 ("ruleset_lines", listing.lines().count().to_string()),
                 ("chains", chains.to_string()),
                 ("peak_rss_mb", peak_rss_mb().to_string()),

@@ -2,7 +2,8 @@
 //! from example manifests (a node, the Services' endpoint pods, a client pod and an external
 //! client), runs kube-proxy on the node with `--manifests`, sends traffic to every Service's
 //! cluster IP and node port, prints how it spread over the pods, then stops kube-proxy with
-//! SIGTERM and removes everything.
+//! SIGTERM and removes everything. `--proxy-mode iptables` (with `--iptables-variant`) runs
+//! kube-proxy in iptables mode; the default is nftables.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -31,6 +32,12 @@ struct Args {
     /// Requests per destination.
     #[arg(long, default_value_t = 60)]
     requests: usize,
+    /// kube-proxy's `--proxy-mode`: nftables or iptables.
+    #[arg(long, default_value = "nftables")]
+    proxy_mode: String,
+    /// In iptables mode, kube-proxy's `--iptables-variant`: auto, nft or legacy.
+    #[arg(long, default_value = "auto")]
+    iptables_variant: String,
     /// A manifests file or directory (Services, EndpointSlices, a Node).
     manifests: PathBuf,
 }
@@ -135,25 +142,45 @@ async fn run(args: &Args) -> Result<()> {
     let world = World::build(spec).await?;
     let log = std::env::temp_dir().join(format!("kproxy-demo-{}.log", std::process::id()));
     let manifests = args.manifests.display().to_string();
+    let mut source = vec![
+        "--manifests",
+        manifests.as_str(),
+        "--proxy-mode",
+        args.proxy_mode.as_str(),
+    ];
+    if args.proxy_mode == "iptables" {
+        source.extend(["--iptables-variant", args.iptables_variant.as_str()]);
+    }
     let proxy = ProxyProcess::start(
         &args.kube_proxy,
         world.node(),
-        &test_args(
-            &cluster.node_name,
-            "10.244.0.0/16",
-            &["--manifests", &manifests],
-        ),
+        &test_args(&cluster.node_name, "10.244.0.0/16", &source),
         Some(&log),
     )?;
     println!(
-        "kube-proxy running in namespace {} (log: {})",
+        "kube-proxy running in {} mode in namespace {} (log: {})",
+        args.proxy_mode,
         world.node_netns(),
         log.display()
     );
     proxy
         .wait_healthy(world.node(), Duration::from_secs(20))
         .await?;
-    println!("healthz: 200\n");
+    println!("healthz: 200");
+    if let Ok(text) = std::fs::read_to_string(&log)
+        && let Some(line) = text.lines().find(|l| l.contains("iptables mode: using"))
+    {
+        // The variant kube-proxy picked, and why.
+        let why = line
+            .split_once("iptables mode: ")
+            .map_or(line, |(_, rest)| rest);
+        // Without the structured field that follows the message.
+        let why = why
+            .rsplit_once(" variant=")
+            .map_or(why, |(message, _)| message);
+        println!("kube-proxy: {why}");
+    }
+    println!();
     for (what, probe) in &destinations {
         let mut hits: BTreeMap<String, usize> = BTreeMap::new();
         for _ in 0..args.requests {
@@ -185,7 +212,10 @@ async fn run(args: &Args) -> Result<()> {
     if let Ok((_, metrics)) = http_get(world.node(), METRICS_ADDRESS, "/metrics") {
         let syncs: Vec<&str> = metrics
             .lines()
-            .filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count"))
+            .filter(|l| {
+                l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count")
+                    || l.starts_with("kubeproxy_sync_proxy_rules_iptables_total")
+            })
             .collect();
         println!("\nmetrics: {}", syncs.join(", "));
     }

@@ -3,6 +3,9 @@
 //! fresh network namespace, starts the real kube-proxy there, and prints one JSON object per
 //! measurement: start to first full sync, network programming latency of single endpoint
 //! changes (with `minSyncPeriod: 0`), and kube-proxy's peak RSS.
+//!
+//! `--proxy-mode iptables` (with `--iptables-variant nft|legacy`, default `auto`) runs
+//! kube-proxy in iptables mode; every line names the mode (and the variant flag).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +42,36 @@ struct Args {
     /// the endpoints of 3,000 changed, 2,000 deleted; each waited for, with the peak RSS.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     bulk: bool,
+    /// kube-proxy's `--proxy-mode`: nftables or iptables.
+    #[arg(long, default_value = "nftables")]
+    proxy_mode: String,
+    /// In iptables mode, kube-proxy's `--iptables-variant`: auto, nft or legacy.
+    #[arg(long, default_value = "auto")]
+    iptables_variant: String,
+}
+
+impl Args {
+    /// The flags that pick kube-proxy's mode (the variant only in iptables mode, where it
+    /// applies).
+    fn mode_flags(&self) -> Vec<&str> {
+        let mut flags = vec!["--proxy-mode", self.proxy_mode.as_str()];
+        if self.proxy_mode == "iptables" {
+            flags.extend(["--iptables-variant", self.iptables_variant.as_str()]);
+        }
+        flags
+    }
+
+    /// The JSON fields that name what was measured: the mode, and the variant flag.
+    fn label(&self) -> String {
+        let mut label = format!("\"proxy_mode\":\"{}\"", self.proxy_mode);
+        if self.proxy_mode == "iptables" {
+            label.push_str(&format!(
+                ",\"iptables_variant\":\"{}\"",
+                self.iptables_variant
+            ));
+        }
+        label
+    }
 }
 
 /// Waits until kube-proxy reports a sync that finished after `since` (seconds since the
@@ -96,7 +129,8 @@ async fn bulk(args: &Args, ns: &NetNs, server: &ApiServer, pid: u32) -> Result<(
         }
         let took = synced_after(ns, METRICS_ADDRESS, epoch_seconds(), measurement).await?;
         println!(
-            "{{\"measurement\":\"{measurement}\",\"services\":{},\"endpoints_per_service\":{},\"seconds_from_first_write\":{:.3},\"after_last_write_s\":{took:.3},\"kube_proxy_peak_rss_mb\":{}}}",
+            "{{{},\"measurement\":\"{measurement}\",\"services\":{},\"endpoints_per_service\":{},\"seconds_from_first_write\":{:.3},\"after_last_write_s\":{took:.3},\"kube_proxy_peak_rss_mb\":{}}}",
+            args.label(),
             args.services,
             args.endpoints,
             epoch_seconds() - since,
@@ -170,7 +204,9 @@ async fn run(args: &Args) -> Result<()> {
     server.kubeconfig(&kubeconfig)?;
     let metrics = METRICS_ADDRESS;
     let kubeconfig_arg = kubeconfig.display().to_string();
-    let args_for_proxy = test_args("node-0", "10.0.0.0/8", &["--kubeconfig", &kubeconfig_arg]);
+    let mut source = vec!["--kubeconfig", kubeconfig_arg.as_str()];
+    source.extend(args.mode_flags());
+    let args_for_proxy = test_args("node-0", "10.0.0.0/8", &source);
     let started = Instant::now();
     let proxy = ProxyProcess::start(
         &args.kube_proxy,
@@ -189,7 +225,8 @@ async fn run(args: &Args) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     println!(
-        "{{\"measurement\":\"start_to_first_full_sync\",\"services\":{},\"endpoints_per_service\":{},\"seconds\":{:.3}}}",
+        "{{{},\"measurement\":\"start_to_first_full_sync\",\"services\":{},\"endpoints_per_service\":{},\"seconds\":{:.3}}}",
+        args.label(),
         args.services,
         args.endpoints,
         first_sync.as_secs_f64()
@@ -225,7 +262,8 @@ async fn run(args: &Args) -> Result<()> {
     }
     latencies.sort_by(f64::total_cmp);
     println!(
-        "{{\"measurement\":\"network_programming_latency_ms\",\"services\":{},\"endpoints_per_service\":{},\"changes\":{},\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}",
+        "{{{},\"measurement\":\"network_programming_latency_ms\",\"services\":{},\"endpoints_per_service\":{},\"changes\":{},\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}",
+        args.label(),
         args.services,
         args.endpoints,
         latencies.len(),
@@ -234,7 +272,8 @@ async fn run(args: &Args) -> Result<()> {
         latencies.last().copied().unwrap_or(0.0)
     );
     println!(
-        "{{\"measurement\":\"kube_proxy_peak_rss_mb\",\"value\":{}}}",
+        "{{{},\"measurement\":\"kube_proxy_peak_rss_mb\",\"value\":{}}}",
+        args.label(),
         peak_rss_mb(pid)
     );
     if args.bulk {

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! kproxy-scenario --backend nft testing/conformance/scenarios/
+//! kproxy-scenario --backend iptables-legacy testing/conformance/scenarios/
 //! ```
 //!
 //! Prints one line per probe (`PASS`, `FAIL` or `SKIP`, with what was seen), then
@@ -24,8 +25,10 @@ use kproxy_rig::netns;
 #[derive(Debug, Parser)]
 #[command(name = "kproxy-scenario", version)]
 struct Args {
-    /// The backend under test: a proxy mode (`nftables`, alias `nft`), or `none` (programs
-    /// nothing; checks the kit itself).
+    /// The backend under test: a proxy mode (`nftables`, alias `nft`; `iptables`, its variant
+    /// detected in each node namespace, nft on a fresh one), an iptables variant
+    /// (`iptables-nft`, `iptables-legacy`; the expectations are iptables mode's either way),
+    /// or `none` (programs nothing; checks the kit itself).
     #[arg(long)]
     backend: String,
     /// Overrides every scenario's balancing: `random` or `round-robin`.

@@ -1,5 +1,5 @@
 //! Upstream kube-proxy's Linux command-line flags (names, value syntax and help), plus ours
-//! (`--manifests`, `--netns`).
+//! (`--manifests`, `--balancing`, `--iptables-variant`, `--netns`).
 //!
 //! Every field is an `Option` so that "set on the command line" can be told from "left at its
 //! default" (pflag's `Changed`): upstream applies flags over the defaults only when they were
@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 use kproxy_core::convert::parse_ip;
+use kproxy_dataplanes::IptablesVariant;
 
 use super::ProxyMode;
 use super::config::{KubeProxyConfiguration, Quantity, append_port_if_needed};
@@ -61,6 +62,20 @@ fn parse_proxy_mode(s: &str) -> Result<String, String> {
         Err(format!(
             "unknown proxy mode {s:?}: must be iptables, ipvs, nftables or blank"
         ))
+    }
+}
+
+/// The value of `--iptables-variant`: the variant to drive, `None` for `auto` (detect it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VariantChoice(pub(crate) Option<IptablesVariant>);
+
+/// `--iptables-variant`: `auto`, `nft` or `legacy`.
+fn parse_iptables_variant(s: &str) -> Result<VariantChoice, String> {
+    match s {
+        "auto" => Ok(VariantChoice(None)),
+        other => other.parse().map(|v| VariantChoice(Some(v))).map_err(|_| {
+            format!("unknown iptables variant {other:?}: must be auto, nft or legacy")
+        }),
     }
 }
 
@@ -125,8 +140,8 @@ fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
     disable_version_flag = true,
     about = "kube-proxy-rs: the Kubernetes network proxy, a drop-in replacement for kube-proxy",
     long_about = "The Kubernetes network proxy runs on each node. It watches Services and \
-                  EndpointSlices and programs the node's kernel (nftables) so that traffic to \
-                  a Service reaches one of its endpoints.\n\nFlags and the --config file \
+                  EndpointSlices and programs the node's kernel (nftables or iptables) so that \
+                  traffic to a Service reaches one of its endpoints.\n\nFlags and the --config file \
                   (KubeProxyConfiguration, kubeproxy.config.k8s.io/v1alpha1) are upstream \
                   kube-proxy's; when --config is given, most flags are ignored, as upstream."
 )]
@@ -140,7 +155,8 @@ pub(crate) struct Flags {
     /// If set, write the default configuration values to this file and exit.
     #[arg(long, value_name = "PATH")]
     pub(crate) write_config_to: Option<PathBuf>,
-    /// If true, remove the rules this proxy programmed (the `kube-proxy` nftables tables) and exit.
+    /// If true, remove the rules any proxy mode programmed (the `kube-proxy` nftables tables,
+    /// the KUBE-* iptables chains of both variants, KUBE-* ipsets, IPVS services) and exit.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub(crate) cleanup: Option<bool>,
     /// A set of key=value pairs that describe feature gates for alpha/experimental features.
@@ -196,9 +212,9 @@ pub(crate) struct Flags {
     /// and then exit.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub(crate) init_only: Option<bool>,
-    /// Which proxy mode to use: 'nftables' (the default here, and the only one implemented so
-    /// far), 'iptables' or 'ipvs'. This parameter is ignored if a config file is specified by
-    /// --config.
+    /// Which proxy mode to use: 'nftables' (the default here), 'iptables' (upstream's default)
+    /// or 'ipvs' (not implemented yet). This parameter is ignored if a config file is specified
+    /// by --config.
     #[arg(long, value_name = "MODE", value_parser = parse_proxy_mode)]
     pub(crate) proxy_mode: Option<String>,
     /// If using the iptables or ipvs proxy mode, the bit of the fwmark space to mark packets
@@ -347,6 +363,12 @@ pub(crate) struct Flags {
     /// (upstream's iptables and nftables modes) or 'round-robin' (as upstream's IPVS 'rr').
     #[arg(long, value_name = "MODE")]
     pub(crate) balancing: Option<String>,
+    /// (kube-proxy-rs) Which iptables the node uses, in iptables mode: 'auto' (the default:
+    /// detected as upstream's kube-proxy image does: kubelet's hint chains, else the variant
+    /// holding more rules, else nft), 'nft' (iptables-nft) or 'legacy' (iptables-legacy).
+    /// Applies with or without --config.
+    #[arg(long, value_name = "auto|nft|legacy", value_parser = parse_iptables_variant)]
+    pub(crate) iptables_variant: Option<VariantChoice>,
     /// (kube-proxy-rs) Program the network namespace NAME (as `ip netns` names it) instead of
     /// the one kube-proxy runs in; for development machines.
     #[arg(long, value_name = "NAME")]
@@ -591,6 +613,12 @@ impl Flags {
                     ));
                 }
             }
+        }
+        // Ours, outside the configuration: it applies with or without --config.
+        if self.iptables_variant.is_some() && mode != ProxyMode::Iptables {
+            warnings.push(format!(
+                "flag --iptables-variant has no effect in {mode} mode (it applies to iptables mode)"
+            ));
         }
         warnings.extend(self.logging_no_effect().into_iter().map(no_effect));
         if self.init_only == Some(true) {

@@ -8,11 +8,11 @@
 //!   the logging flags (`-v`, `--logging-format`, `--vmodule`, `--log-*`), which override the
 //!   file, and `--hostname-override`, which overrides the file's `hostnameOverride`.
 //! * Flags outside the configuration always apply: `--master`, `--cleanup`, `--init-only`,
-//!   `--write-config-to`, and ours, `--manifests` and `--netns`.
+//!   `--write-config-to`, and ours, `--manifests`, `--iptables-variant` and `--netns`.
 //! * Then the mode-dependent defaults (upstream's `platformApplyDefaults`): a blank mode
-//!   becomes **nftables** (upstream: iptables, which kube-proxy-rs does not implement yet; a
-//!   warning says so), an unset `nodePortAddresses` becomes `primary` in nftables mode, and a
-//!   blank `detectLocalMode` becomes `ClusterCIDR`.
+//!   becomes **nftables** (upstream: iptables; a warning says so), an unset
+//!   `nodePortAddresses` becomes `primary` in nftables mode, and a blank `detectLocalMode`
+//!   becomes `ClusterCIDR`.
 //! * The sync periods, `masqueradeAll` and `masqueradeBit` come from the section of the
 //!   selected mode (`nftables.syncPeriod` in nftables mode). `--iptables-sync-period` and
 //!   `--iptables-min-sync-period` set them in every mode but ipvs, as upstream;
@@ -26,9 +26,11 @@
 //!
 //! * Decoding is strict only: upstream retries a v1alpha1 file leniently and merely logs the
 //!   strict error; we fail, naming the field and line.
-//! * The default mode is nftables (see above); iptables and ipvs are accepted but rejected
-//!   with "proxy mode X is not implemented yet", except for `--cleanup` and
-//!   `--write-config-to`, which do not need a dataplane.
+//! * The default mode is nftables (see above); ipvs is accepted but rejected with "proxy mode
+//!   ipvs is not implemented yet", except for `--cleanup` and `--write-config-to`, which do
+//!   not need a dataplane.
+//! * Upstream's image picks the iptables variant with its `iptables-wrapper`; here the
+//!   dataplanes facade detects it the same way, or `--iptables-variant` forces it.
 //! * `metricsBindAddress: ""` disables the metrics server (upstream's validation rejects it).
 //! * Feature gates are accepted whatever their names and have no effect.
 
@@ -58,9 +60,9 @@ use flags::Flags;
 /// The proxy modes upstream offers on Linux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ProxyMode {
-    /// `nftables`: the only one implemented so far.
+    /// `nftables`: our default.
     Nftables,
-    /// `iptables`: upstream's default; not implemented yet.
+    /// `iptables`: upstream's default.
     Iptables,
     /// `ipvs`: not implemented yet.
     Ipvs,
@@ -184,7 +186,7 @@ pub(crate) struct LoggingOptions {
 /// documentation for the precedence), validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
-    /// The proxy mode; only [`ProxyMode::Nftables`] gets past [`load`] for a run.
+    /// The proxy mode; [`ProxyMode::Ipvs`] gets past [`load`] only for `--cleanup`.
     pub(crate) mode: ProxyMode,
     /// `--cleanup`: remove everything any mode programmed, then exit.
     pub(crate) cleanup: bool,
@@ -221,7 +223,8 @@ pub(crate) struct Options {
     pub(crate) masquerade_bit: u8,
     /// Where node ports answer.
     pub(crate) nodeport_addresses: NodePortAddresses,
-    /// Node ports answer on 127.0.0.1 (iptables mode only; no effect in nftables mode).
+    /// Node ports answer on 127.0.0.1 (`iptables.localhostNodePorts`; iptables mode only, IPv4
+    /// only).
     pub(crate) localhost_node_ports: bool,
     /// How connections are spread over endpoints (`--balancing`, a kube-proxy-rs option).
     pub(crate) balancing: Balancing,
@@ -239,6 +242,9 @@ pub(crate) struct Options {
     pub(crate) oom_score_adj: i32,
     /// `--manifests`: read objects from these YAML files instead of an API server.
     pub(crate) manifests: Option<PathBuf>,
+    /// `--iptables-variant`: the iptables variant to drive in iptables mode; `None` (`auto`,
+    /// the default) detects it.
+    pub(crate) iptables_variant: Option<kproxy_dataplanes::IptablesVariant>,
     /// `--netns`: program this network namespace instead of our own.
     pub(crate) netns: Option<String>,
 }
@@ -338,7 +344,7 @@ pub(crate) enum OptionsError {
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
     /// A valid proxy mode that kube-proxy-rs cannot run yet.
-    #[error("proxy mode {0} is not implemented yet (only nftables is)")]
+    #[error("proxy mode {0} is not implemented yet (nftables and iptables are)")]
     ModeNotImplemented(ProxyMode),
     /// The effective configuration could not be rendered as YAML.
     #[error("failed to encode the configuration: {0}")]
@@ -356,7 +362,7 @@ pub(crate) enum OptionsError {
 
 /// The warning given when no proxy mode is set.
 const DEFAULT_MODE_WARNING: &str = "no proxy mode set: using nftables (upstream kube-proxy \
-     defaults to iptables, which kube-proxy-rs does not implement yet)";
+     defaults to iptables; set --proxy-mode=iptables or mode: iptables for that)";
 
 /// Parses the command line (`args` includes the program name, like [`std::env::args_os`]),
 /// reads the config file if any, and resolves and validates the options.
@@ -451,7 +457,7 @@ fn resolve(flags: &Flags) -> Result<Outcome, OptionsError> {
         })?;
         return Ok(Outcome::WroteConfig { path: path.clone() });
     }
-    if options.mode != ProxyMode::Nftables && !options.cleanup {
+    if options.mode == ProxyMode::Ipvs && !options.cleanup {
         return Err(OptionsError::ModeNotImplemented(options.mode));
     }
     Ok(Outcome::Run {
@@ -547,6 +553,15 @@ impl Options {
             node_port_addresses: self.nodeport_addresses.clone(),
             service_cidrs: Vec::new(),
             balancing: self.balancing,
+        }
+    }
+
+    /// The settings of one mode only, for the dataplanes facade: `localhostNodePorts` and the
+    /// iptables variant (both read in iptables mode only).
+    pub(crate) fn mode_options(&self) -> kproxy_dataplanes::ModeOptions {
+        kproxy_dataplanes::ModeOptions {
+            localhost_node_ports: self.localhost_node_ports,
+            iptables_variant: self.iptables_variant,
         }
     }
 

@@ -134,6 +134,7 @@ fn upstream_defaults() -> Options {
         },
         config_sync_period: secs(15 * 60),
         oom_score_adj: -999,
+        iptables_variant: None,
         manifests: None,
         netns: None,
     }
@@ -592,22 +593,109 @@ fn validation_of_the_config_file() {
 }
 
 #[test]
-fn unimplemented_modes_parse_but_are_rejected_unless_cleaning_up() {
-    for mode in ["iptables", "ipvs"] {
-        let err = fail(&["--proxy-mode", mode]);
-        assert!(
-            matches!(err, OptionsError::ModeNotImplemented(_)),
-            "{mode}: {err}"
-        );
-        assert_eq!(
-            err.to_string(),
-            format!("proxy mode {mode} is not implemented yet (only nftables is)")
-        );
-    }
-    let (options, _) = run(&["--proxy-mode=iptables", "--cleanup"]);
-    assert_eq!(options.mode, ProxyMode::Iptables);
+fn ipvs_parses_but_is_rejected_unless_cleaning_up() {
+    let err = fail(&["--proxy-mode", "ipvs"]);
+    assert!(matches!(err, OptionsError::ModeNotImplemented(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "proxy mode ipvs is not implemented yet (nftables and iptables are)"
+    );
+    let (options, _) = run(&["--proxy-mode=ipvs", "--cleanup"]);
+    assert_eq!(options.mode, ProxyMode::Ipvs);
     // No "primary" default outside nftables mode.
     assert_eq!(options.nodeport_addresses, NodePortAddresses::All);
+}
+
+/// iptables mode runs, reading upstream's iptables section and flags: the sync periods,
+/// `masqueradeAll`, `masqueradeBit` and `localhostNodePorts`.
+#[test]
+fn iptables_mode_runs_with_its_own_section_and_flags() {
+    let (options, warnings) = run(&[
+        "--proxy-mode=iptables",
+        "--cluster-cidr=10.244.0.0/16",
+        "--masquerade-all",
+        "--iptables-masquerade-bit=10",
+        "--iptables-localhost-nodeports=false",
+        "--iptables-sync-period=45s",
+        "--iptables-min-sync-period=2s",
+    ]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(options.mode, ProxyMode::Iptables);
+    assert!(options.masquerade_all);
+    assert_eq!(options.masquerade_bit, 10);
+    assert!(!options.localhost_node_ports);
+    assert_eq!(options.sync_period, secs(45));
+    assert_eq!(options.min_sync_period, secs(2));
+    // No "primary" default outside nftables mode: every local address, as upstream.
+    assert_eq!(options.nodeport_addresses, NodePortAddresses::All);
+    let proxy = options.proxy_config();
+    assert!(proxy.masquerade_all);
+    assert_eq!(proxy.masquerade_bit, 10);
+    assert_eq!(
+        options.mode_options(),
+        kproxy_dataplanes::ModeOptions {
+            localhost_node_ports: false,
+            iptables_variant: None,
+        }
+    );
+
+    let yaml = format!(
+        "{HEADER}mode: iptables\niptables:\n  masqueradeAll: true\n  masqueradeBit: 5\n  \
+         localhostNodePorts: false\n  syncPeriod: 1m\n  minSyncPeriod: 3s\n\
+         nftables:\n  masqueradeBit: 20\n  syncPeriod: 7s\n"
+    );
+    let (options, _) = config_run(&yaml, &[]);
+    assert_eq!(options.mode, ProxyMode::Iptables);
+    assert!(options.masquerade_all);
+    assert_eq!(
+        options.masquerade_bit, 5,
+        "the iptables section, not nftables'"
+    );
+    assert!(!options.localhost_node_ports);
+    assert_eq!(options.sync_period, secs(60));
+    assert_eq!(options.min_sync_period, secs(3));
+    // localhostNodePorts defaults to true, as upstream's.
+    let (options, _) = run(&["--proxy-mode=iptables"]);
+    assert!(options.mode_options().localhost_node_ports);
+}
+
+#[test]
+fn the_iptables_variant_flag_is_auto_nft_or_legacy_and_applies_with_a_config_file() {
+    use kproxy_dataplanes::IptablesVariant;
+    for (value, expected) in [
+        ("auto", None),
+        ("nft", Some(IptablesVariant::Nft)),
+        ("legacy", Some(IptablesVariant::Legacy)),
+    ] {
+        let (options, warnings) = run(&[
+            "--proxy-mode=iptables",
+            "--cluster-cidr=10.244.0.0/16",
+            &format!("--iptables-variant={value}"),
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.iptables_variant, expected);
+        assert_eq!(options.mode_options().iptables_variant, expected);
+    }
+    assert_eq!(run(&["--proxy-mode=iptables"]).0.iptables_variant, None);
+    let (options, warnings) = config_run(
+        &format!("{HEADER}mode: iptables\n"),
+        &["--iptables-variant", "legacy"],
+    );
+    assert_eq!(options.iptables_variant, Some(IptablesVariant::Legacy));
+    assert!(
+        !warnings.iter().any(|w| w.contains("iptables-variant")),
+        "not a configuration flag: {warnings:?}"
+    );
+    let (_, warnings) = run(&["--iptables-variant=nft"]);
+    assert!(
+        warnings.iter().any(|w| w
+            == "flag --iptables-variant has no effect in nftables mode (it applies to iptables mode)"),
+        "{warnings:?}"
+    );
+    assert!(matches!(
+        fail(&["--iptables-variant=xtables"]),
+        OptionsError::Flags(_)
+    ));
 }
 
 #[test]

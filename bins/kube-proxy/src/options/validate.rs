@@ -476,6 +476,7 @@ pub(super) fn resolve(
         },
         config_sync_period: config_sync_period.to_std().unwrap_or_default(),
         oom_score_adj,
+        iptables_variant: flags.iptables_variant.and_then(|choice| choice.0),
         manifests: flags.manifests.clone(),
         netns: flags.netns.clone(),
     })

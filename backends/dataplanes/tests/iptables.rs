@@ -115,7 +115,7 @@ async fn the_detected_variant_is_programmed_with_its_stats() {
         "nothing in the other variant: {nft_saved}"
     );
     assert!(
-        stats.rules_total(IptablesTable::Nat) > 0,
+        stats.rules_total(IpFamily::V4, IptablesTable::Nat) > 0,
         "the stats count the fixed rules"
     );
     // localhostNodePorts (the default) set route_localnet in that namespace only.

@@ -97,15 +97,16 @@ impl IptablesDataplane {
         FamilyContext::new(family, &self.config, &self.settings, liberal, state)
     }
 
-    fn publish(&self, written: [usize; 3]) {
+    /// Publishes `family`'s rule counts after a successful sync that wrote `written`.
+    fn publish(&self, family: IpFamily, written: [usize; 3]) {
+        let total = self
+            .programmed
+            .get(&family)
+            .map_or([0; 3], |programmed| programmed.rules);
         for table in Table::ALL {
-            let total: usize = self
-                .programmed
-                .values()
-                .map(|p| p.rules[table as usize])
-                .sum();
+            let i = table as usize;
             self.stats
-                .set_rules(table, total as u64, written[table as usize] as u64);
+                .set_rules(family, table, total[i] as u64, written[i] as u64);
         }
     }
 
@@ -191,7 +192,7 @@ impl IptablesDataplane {
         let text = input.render();
         drop(input);
         if let Err(error) = self.kernel.restore(family, &text).await {
-            self.stats.count_failure(false);
+            self.stats.count_failure(family, false);
             self.programmed.remove(&family);
             return Err(failed("iptables-restore failed", family, error));
         }
@@ -236,7 +237,7 @@ impl IptablesDataplane {
         let text = input.render();
         drop(input);
         if let Err(error) = self.kernel.restore(family, &text).await {
-            self.stats.count_failure(true);
+            self.stats.count_failure(family, true);
             // What the kernel holds is no longer known for sure: the next sync is full.
             self.programmed.clear();
             return Err(failed("partial iptables-restore failed", family, error));
@@ -369,11 +370,11 @@ impl Dataplane for IptablesDataplane {
         let mut written = [0usize; 3];
         for family in self.config.ip_families.clone() {
             let family_written = self.partial_family(family, state, changes).await?;
+            self.publish(family, family_written);
             for (total, n) in written.iter_mut().zip(family_written) {
                 *total += n;
             }
         }
-        self.publish(written);
         tracing::debug!(
             changed = changes.len(),
             nat_rules_written = written[Table::Nat as usize],
@@ -389,15 +390,15 @@ impl Dataplane for IptablesDataplane {
         let mut written = [0usize; 3];
         for family in self.config.ip_families.clone() {
             let family_written = self.full_family(family, state).await?;
+            self.publish(family, family_written);
             for (total, n) in written.iter_mut().zip(family_written) {
                 *total += n;
             }
         }
-        self.publish(written);
         tracing::debug!(
             service_ports = state.len(),
-            nat_rules = self.stats.rules_total(Table::Nat),
-            filter_rules = self.stats.rules_total(Table::Filter),
+            nat_rules_written = written[Table::Nat as usize],
+            filter_rules_written = written[Table::Filter as usize],
             took = ?started.elapsed(),
             "full iptables sync"
         );

@@ -278,7 +278,7 @@ async fn a_refused_restore_keeps_the_rules_and_forces_a_full_sync() {
         .unwrap_err();
     assert!(error.to_string().contains("refused on request"), "{error}");
     assert_eq!(saved(&fake), before);
-    assert_eq!(dataplane.stats().partial_restore_failures(), 1);
+    assert_eq!(dataplane.stats().partial_restore_failures(IpFamily::V4), 1);
     // The reconciler answers a failure with a full sync, which repairs everything.
     dataplane.full_sync(&tracker.state()).await.unwrap();
     assert_eq!(normalize(&saved(&fake)), full_of(&tracker.state()).await);

@@ -56,9 +56,10 @@ pub(crate) struct Kind {
     kind: String,
 }
 
-/// Upstream's `table` label of the iptables rule counts.
+/// Upstream's `ip_family` and `table` labels of the iptables rule counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TableLabel {
+struct FamilyTableLabel {
+    ip_family: &'static str,
     table: &'static str,
 }
 
@@ -66,15 +67,20 @@ struct TableLabel {
 const COUNTED_TABLES: [IptablesTable; 2] = [IptablesTable::Filter, IptablesTable::Nat];
 
 /// Upstream's iptables-mode metrics, read from the dataplane's counters at each scrape:
-/// `kubeproxy_sync_proxy_rules_iptables_total{table}` and `..._iptables_last{table}`
-/// (gauges) and `..._iptables_partial_restore_failures_total` (a counter). The restore
-/// failures counter is the mode's sync-failure counter, counted per attempt with the others.
+/// `kubeproxy_sync_proxy_rules_iptables_total{ip_family,table}` and
+/// `..._iptables_last{ip_family,table}` (gauges) and
+/// `..._iptables_partial_restore_failures_total{ip_family}` (a counter), for each family this
+/// proxy programs. The restore failures counter is the mode's sync-failure counter, counted
+/// per attempt with the others.
 #[derive(Debug)]
-struct IptablesCollector(Arc<IptablesStats>);
+struct IptablesCollector {
+    stats: Arc<IptablesStats>,
+    families: Vec<IpFamily>,
+}
 
 impl Collector for IptablesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        type Read = fn(&IptablesStats, IptablesTable) -> u64;
+        type Read = fn(&IptablesStats, IpFamily, IptablesTable) -> u64;
         let gauges: [(&str, &str, Read); 2] = [
             (
                 "kubeproxy_sync_proxy_rules_iptables_total",
@@ -90,21 +96,29 @@ impl Collector for IptablesCollector {
         for (name, help, read) in gauges {
             let gauge = ConstGauge::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            for table in COUNTED_TABLES {
-                ConstGauge::new(read(&self.0, table)).encode(family.encode_family(
-                    &TableLabel {
-                        table: table.name(),
-                    },
-                )?)?;
+            for &ip_family in &self.families {
+                for table in COUNTED_TABLES {
+                    ConstGauge::new(read(&self.stats, ip_family, table)).encode(
+                        family.encode_family(&FamilyTableLabel {
+                            ip_family: FamilyLabel::of(ip_family).ip_family,
+                            table: table.name(),
+                        })?,
+                    )?;
+                }
             }
         }
-        let counter = ConstCounter::new(self.0.partial_restore_failures());
-        counter.encode(encoder.encode_descriptor(
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
             "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures",
             "Cumulative proxy iptables partial restore failures.",
             None,
             counter.metric_type(),
-        )?)
+        )?;
+        for &ip_family in &self.families {
+            ConstCounter::new(self.stats.partial_restore_failures(ip_family))
+                .encode(family.encode_family(&FamilyLabel::of(ip_family))?)?;
+        }
+        Ok(())
     }
 }
 
@@ -242,7 +256,10 @@ impl Metrics {
         let (sync_failures, help) = mode.sync_failures_metric();
         registry.register(sync_failures, help, metrics.sync_failures.clone());
         if let Some(stats) = iptables {
-            registry.register_collector(Box::new(IptablesCollector(stats)));
+            registry.register_collector(Box::new(IptablesCollector {
+                stats,
+                families: families.to_vec(),
+            }));
         }
         registry.register(
             "kubeproxy_proxy_healthz",
@@ -810,13 +827,17 @@ mod tests {
         let total = |table: &str| {
             sample_of(
                 &metrics.encode(),
-                &format!("kubeproxy_sync_proxy_rules_iptables_total{{table=\"{table}\"}}"),
+                &format!(
+                    "kubeproxy_sync_proxy_rules_iptables_total{{ip_family=\"IPv4\",table=\"{table}\"}}"
+                ),
             )
         };
         let last = |table: &str| {
             sample_of(
                 &metrics.encode(),
-                &format!("kubeproxy_sync_proxy_rules_iptables_last{{table=\"{table}\"}}"),
+                &format!(
+                    "kubeproxy_sync_proxy_rules_iptables_last{{ip_family=\"IPv4\",table=\"{table}\"}}"
+                ),
             )
         };
         assert_eq!(total("nat"), Some(0.0), "served before the first sync");
@@ -858,7 +879,7 @@ mod tests {
         assert_eq!(
             sample_of(
                 &text,
-                "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total"
+                "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family=\"IPv4\"}"
             ),
             Some(1.0),
             "{text}"

@@ -153,13 +153,15 @@ async fn run(dir: &Path, variant_flag: Option<&str>, expected: &str) {
     for table in ["nat", "filter"] {
         let total = sample(
             &text,
-            &format!("kubeproxy_sync_proxy_rules_iptables_total{{table=\"{table}\"}}"),
+            &format!(
+                "kubeproxy_sync_proxy_rules_iptables_total{{ip_family=\"IPv4\",table=\"{table}\"}}"
+            ),
         );
         assert!(total.is_some_and(|n| n > 0.0), "{table}: {text}");
     }
     for series in [
         "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"}",
-        "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total",
+        "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family=\"IPv4\"}",
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series}: {text}");
     }

@@ -16,7 +16,7 @@ use crate::base::{Jump, fixed_chains, jumps};
 use crate::context::FamilyContext;
 use crate::error::IptablesError;
 use crate::kernel::IptablesKernel;
-use crate::names::{self, CANARY, NODEPORTS, SERVICES};
+use crate::names::{self, CANARY, NODEPORTS, POSTROUTING, SERVICES};
 use crate::render::{PortRules, SharedRule, render_port};
 use crate::restore::{RestoreInput, Table};
 use crate::save::SavedTable;
@@ -180,7 +180,8 @@ impl IptablesDataplane {
                 rules[table as usize] += port.rule_count(table);
             }
         }
-        // After the ports' rules: the node-port jumps must end KUBE-SERVICES.
+        // After the ports' rules: the node-port jumps must end KUBE-SERVICES, and the hairpin
+        // marks come before KUBE-POSTROUTING's masquerade.
         for (table, chains) in &fixed {
             for (chain, chain_rules) in chains {
                 for rule in chain_rules {
@@ -335,8 +336,9 @@ fn diff(old: Option<&PortRules>, new: Option<&PortRules>, input: &mut RestoreInp
         input.delete_rule(shared.table, shared.chain, &shared.rule);
     }
     for SharedRule { table, chain, rule } in new.shared.difference(&old.shared) {
-        // Before the node-port jumps, which must stay last.
-        if *table == Table::Nat && *chain == SERVICES {
+        // Before the node-port jumps, which must end KUBE-SERVICES, and before the
+        // masquerade of KUBE-POSTROUTING, which the hairpin marks feed.
+        if *table == Table::Nat && (*chain == SERVICES || *chain == POSTROUTING) {
             input.insert_first(*table, chain, rule);
         } else {
             input.append(*table, chain, rule);

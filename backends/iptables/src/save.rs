@@ -46,7 +46,8 @@ impl SavedTable {
 /// the jumps to them stay, and the rules of the chains shared by every service port
 /// (`KUBE-SERVICES`, `KUBE-NODEPORTS`, `KUBE-EXTERNAL-SERVICES`, `KUBE-PROXY-FIREWALL`) are
 /// sorted, since each matches its own destination and a partial sync inserts new ones first.
-/// The node-port jumps stay last in `KUBE-SERVICES`.
+/// The node-port jumps stay last in `KUBE-SERVICES`; the hairpin marks that open
+/// `KUBE-POSTROUTING` are sorted among themselves.
 pub fn normalize(saved: &str) -> String {
     const SHARED: [&str; 4] = [
         "KUBE-SERVICES",
@@ -68,6 +69,10 @@ pub fn normalize(saved: &str) -> String {
         for (name, rules) in chains.iter_mut() {
             if SHARED.contains(&name.as_str()) {
                 rules.sort_by_key(|rule| (rule.contains("-j KUBE-NODEPORTS"), rule.clone()));
+            } else if name == "KUBE-POSTROUTING" {
+                // The hairpin marks, one per endpoint, before the fixed rules.
+                let hairpins = rules.iter().take_while(|r| r.contains(" hairpin")).count();
+                rules[..hairpins].sort();
             }
             for rule in rules.iter() {
                 out.push_str(&format!("-A {name} {rule}\n"));

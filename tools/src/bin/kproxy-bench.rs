@@ -306,6 +306,41 @@ fn emit(args: &Args, measurement: &str, fields: &[(&str, String)]) {
     println!("{line}");
 }
 
+/// iptables mode: what the variant's `iptables-restore --noflush` costs for the smallest change
+/// of the nat table (one rule into one chain, then taken out again, untimed), at this cluster's
+/// size. A partial sync cannot be cheaper: the tool (legacy: reading and writing the whole
+/// table) or the kernel (nft: validating the whole table on every commit) costs that much.
+fn restore_floor(
+    args: &Args,
+    node_ns: &NetNs,
+    variant: kproxy_dataplanes::IptablesVariant,
+) -> kproxy_rig::Result<()> {
+    let tool = format!("iptables-{variant}-restore");
+    let add = "*nat\n:KUBE-PROXY-CANARY - [0:0]\n-A KUBE-PROXY-CANARY -j RETURN\nCOMMIT\n";
+    let clear = "*nat\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n";
+    let mut samples = Vec::new();
+    for _ in 0..args.repeats.max(1) {
+        let started = Instant::now();
+        node_ns.exec(&tool, &["--noflush", "-w", "5"], Some(add))?;
+        samples.push(millis(started.elapsed()));
+        node_ns.exec(&tool, &["--noflush", "-w", "5"], Some(clear))?;
+    }
+    emit(
+        args,
+        "restore_floor",
+        &[
+            ("restore_ms", median(samples.clone()).to_string()),
+            ("samples", samples.len().to_string()),
+            (
+                "what",
+                "\"one rule into one nat chain with the variant's iptables-restore --noflush\""
+                    .to_owned(),
+            ),
+        ],
+    );
+    Ok(())
+}
+
 async fn run(args: &Args) -> kproxy_rig::Result<()> {
     let factory = kproxy_tools::factory(&args.backend, None)?;
     factory.preflight()?;
@@ -360,6 +395,23 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
             ("peak_rss_mb", peak_rss_mb().to_string()),
         ],
     );
+
+    // A second full sync, over the rules of the first: what a restart, a resync after a
+    // failure or the periodic full sync costs.
+    let started = Instant::now();
+    dataplane
+        .full_sync(&tracker.state())
+        .await
+        .map_err(|e| sync_failed("full sync over existing rules", &e))?;
+    emit(
+        args,
+        "full_sync_over_existing",
+        &[("full_sync_ms", millis(started.elapsed()).to_string())],
+    );
+
+    if let Some(variant) = variant {
+        restore_floor(args, &node_ns, variant)?;
+    }
 
     let mut endpoint_samples = Vec::new();
     for round in 0..args.repeats {

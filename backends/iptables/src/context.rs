@@ -23,6 +23,23 @@ pub(crate) struct FamilyContext<'a> {
     pub(crate) localhost_node_ports: bool,
     /// `nf_conntrack_tcp_be_liberal` is set, so conntrack-INVALID packets are not dropped.
     pub(crate) tcp_be_liberal: bool,
+    /// Upstream's large-cluster mode ([`is_large_cluster`]): the endpoint rules carry no
+    /// comment.
+    pub(crate) large_cluster: bool,
+}
+
+/// Above this many endpoints upstream leaves the comments out of the endpoint rules
+/// (`largeClusterEndpointsThreshold`): they are most of the restore input, and on the nft
+/// variant each costs the kernel's validation of the nat table time on every commit.
+pub(crate) const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
+/// Whether `state` holds more than [`LARGE_CLUSTER_ENDPOINTS`] endpoints.
+pub(crate) fn is_large_cluster(state: &ProxyState) -> bool {
+    let mut endpoints = 0;
+    state.iter().any(|(_, port)| {
+        endpoints += port.endpoints.len();
+        endpoints > LARGE_CLUSTER_ENDPOINTS
+    })
 }
 
 impl<'a> FamilyContext<'a> {
@@ -33,6 +50,7 @@ impl<'a> FamilyContext<'a> {
         tcp_be_liberal: bool,
         state: &'a ProxyState,
     ) -> Self {
+        let large_cluster = is_large_cluster(state);
         let plan = FamilyPlan::new(family, config, state);
         let (if_local, if_not_local) = match &plan.local_traffic {
             // iptables negates one address match only; upstream's detectors take one CIDR
@@ -67,6 +85,7 @@ impl<'a> FamilyContext<'a> {
             if_not_local,
             localhost_node_ports,
             tcp_be_liberal,
+            large_cluster,
         }
     }
 

@@ -1,7 +1,7 @@
 //! [`IptablesDataplane`]: full syncs that rewrite every chain, partial syncs that rewrite only
 //! what the change set touches, and the canary check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,8 @@ struct Programmed {
     rules: [usize; 3],
     /// The jumps the drift check looks for.
     jumps: Vec<Jump>,
+    /// Whether the rules were written in large-cluster mode.
+    large_cluster: bool,
 }
 
 /// The iptables dataplane: upstream's chain layout in the `filter` and `nat` tables (and the
@@ -158,10 +160,12 @@ impl IptablesDataplane {
             }
         }
         // Chains of ports that are gone, and of upstream's iptables mode before us.
+        let wanted: HashSet<&str> = ports
+            .values()
+            .flat_map(|port| port.chains.keys().map(String::as_str))
+            .collect();
         for chain in saved[1].chains.keys() {
-            if names::is_service_chain(chain)
-                && !names.iter().any(|n| ports[*n].chains.contains_key(chain))
-            {
+            if names::is_service_chain(chain) && !wanted.contains(chain.as_str()) {
                 input.remove_chain(Table::Nat, chain);
             }
         }
@@ -203,6 +207,7 @@ impl IptablesDataplane {
                 ports,
                 rules,
                 jumps,
+                large_cluster: ctx.large_cluster,
             },
         );
         Ok(written)
@@ -365,7 +370,15 @@ impl Dataplane for IptablesDataplane {
         // The node's addresses, CIDRs and name decide every port's locality: rewrite all.
         // (Service CIDRs are not written in this mode: traffic to an unallocated address is
         // left alone, as upstream's iptables mode leaves it.)
-        if changes.node().is_some() || self.programmed.len() != self.config.ip_families.len() {
+        // Crossing the large-cluster threshold changes every endpoint rule: rewrite all.
+        let large_cluster = crate::context::is_large_cluster(state);
+        if changes.node().is_some()
+            || self.programmed.len() != self.config.ip_families.len()
+            || self
+                .programmed
+                .values()
+                .any(|p| p.large_cluster != large_cluster)
+        {
             return self.full_sync(state).await;
         }
         let started = Instant::now();

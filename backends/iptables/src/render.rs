@@ -230,7 +230,7 @@ pub(crate) fn render_port(ctx: &FamilyContext<'_>, state: &ServicePortState) -> 
     ] {
         if !endpoints.is_empty() {
             let rules = chains.entry(policy_chain(policy).to_owned()).or_default();
-            endpoint_rules(&plan, &spn, rules, endpoints, &mut out.shared);
+            endpoint_rules(ctx, &plan, &spn, rules, endpoints, &mut out.shared);
         }
     }
     out.chains.extend(chains);
@@ -249,6 +249,7 @@ pub(crate) fn render_port(ctx: &FamilyContext<'_>, state: &ServicePortState) -> 
 /// upstream's `KUBE-SEP-…` chain would have marked it. Affinity keeps upstream's `recent` list
 /// names (the `KUBE-SEP-…` name), so connections keep their endpoint across a migration.
 fn endpoint_rules(
+    ctx: &FamilyContext<'_>,
     plan: &PortPlan<'_>,
     spn: &str,
     rules: &mut Vec<String>,
@@ -274,12 +275,21 @@ fn endpoint_rules(
         };
         format!("{remember} -m {proto} -p {proto} -j DNAT --to-destination {endpoint}")
     };
+    let comment = |endpoint: &str| {
+        if ctx.large_cluster {
+            String::new()
+        } else {
+            format!("-m comment --comment \"{spn} -> {endpoint}\"")
+        }
+    };
     if let Some(timeout) = plan.affinity_timeout {
         for (list, endpoint) in &named {
-            rules.push(format!(
-                "-m comment --comment \"{spn} -> {endpoint}\" -m recent --name {list} --rcheck --seconds {timeout} --reap{}",
+            let rule = format!(
+                "{} -m recent --name {list} --rcheck --seconds {timeout} --reap{}",
+                comment(endpoint),
                 dnat(list, endpoint)
-            ));
+            );
+            rules.push(rule.trim_start().to_owned());
         }
     }
     let count = named.len();
@@ -301,10 +311,8 @@ fn endpoint_rules(
                 }
             }
         };
-        rules.push(format!(
-            "-m comment --comment \"{spn} -> {endpoint}\"{pick}{}",
-            dnat(list, endpoint)
-        ));
+        let rule = format!("{}{pick}{}", comment(endpoint), dnat(list, endpoint));
+        rules.push(rule.trim_start().to_owned());
     }
     for planned in endpoints.iter().filter(|planned| planned.hairpin) {
         let address = planned.endpoint.address;

@@ -402,6 +402,34 @@ async fn liberal_tcp_tracking_drops_the_invalid_rule_and_cleanup_removes_everyth
     );
 }
 
+/// Above 1,000 endpoints the endpoint rules lose their comments, as in upstream's
+/// large-cluster mode; crossing the threshold either way rewrites every rule.
+#[tokio::test]
+async fn crossing_the_large_cluster_threshold_rewrites_every_endpoint_rule() {
+    let mut tracker = tracker();
+    for i in 0..99 {
+        tracker.upsert_service(&kproxy_objects::synthetic::service(i));
+        tracker.upsert_endpoint_slice(&kproxy_objects::synthetic::slice(i, 10, 0));
+    }
+    tracker.drain();
+    let (mut dataplane, fake) = dataplane();
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    assert!(saved(&fake).contains("-> "), "990 endpoints: commented");
+    for (i, large) in [(99, true), (99, false)] {
+        if large {
+            tracker.upsert_service(&kproxy_objects::synthetic::service(i));
+            tracker.upsert_endpoint_slice(&kproxy_objects::synthetic::slice(i, 11, 0));
+        } else {
+            tracker.delete_service(&format!("ns-{}", i % 100), &format!("svc-{i}"));
+        }
+        let changes = tracker.drain();
+        dataplane.sync(&tracker.state(), &changes).await.unwrap();
+        let now = saved(&fake);
+        assert_eq!(!now.contains("-> "), large, "large={large}");
+        assert_eq!(normalize(&now), full_of(&tracker.state()).await);
+    }
+}
+
 /// One random edit of a small cluster.
 #[derive(Debug, Clone)]
 enum Edit {
@@ -497,8 +525,6 @@ fn apply_edit(tracker: &mut ServiceChangeTracker, edit: &Edit) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
     /// Invariant 3 of the design: after any sequence of changes, the rules of incremental
     /// syncs equal those of one full sync of the final state.
     #[test]

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use kproxy_conformance::DataplaneFactory;
 use kproxy_conformance::kernel::{self, KernelTarget, simple_service, simple_slice};
 use kproxy_core::{
-    Balancing, ConversionOptions, Dataplane, Integrity, IpFamily, LocalTrafficDetector,
-    ProxyConfig, ServiceChangeTracker,
+    Balancing, ConversionOptions, Integrity, IpFamily, LocalTrafficDetector, ProxyConfig,
+    ServiceChangeTracker,
 };
 use kproxy_iptables::{Tool, Variant, normalize};
 use kproxy_rig::{NetNs, netns};

@@ -6,9 +6,9 @@
 //!  nat PREROUTING / OUTPUT ─► KUBE-SERVICES ─ cluster IP ─► KUBE-SVC-… / KUBE-SVL-…
 //!                                          ─ external / LB IP ─► KUBE-EXT-… (KUBE-FW-…)
 //!                                          ─ local address ─► KUBE-NODEPORTS ─► KUBE-EXT-…
-//!      KUBE-SVC-… ─ statistic random (or nth) ─► KUBE-SEP-… ─► DNAT
+//!      KUBE-SVC-… / KUBE-SVL-… ─ statistic random (or nth) ─► DNAT (no chain per endpoint)
 //!  filter INPUT / FORWARD / OUTPUT ─► reject/drop without endpoints, firewall, INVALID drop
-//!  nat POSTROUTING ─► KUBE-POSTROUTING (masquerade marked packets)
+//!  nat POSTROUTING ─► KUBE-POSTROUTING (hairpin marks; masquerade marked packets)
 //! ```
 //!
 //! A full sync declares (flushes) every chain and writes it whole, removing stale per-service

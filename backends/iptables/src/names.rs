@@ -89,7 +89,9 @@ pub fn firewall_chain(name: &ServicePortName) -> String {
     format!("{FIREWALL_PREFIX}{}", port_hash(name))
 }
 
-/// `KUBE-SEP-…`: one endpoint of a service port.
+/// `KUBE-SEP-…`: upstream's chain of one endpoint of a service port. This backend writes no such
+/// chain (a full sync removes upstream's); the name is that endpoint's session-affinity `recent`
+/// list, as upstream names it.
 pub fn endpoint_chain(name: &ServicePortName, address: IpAddr, port: u16) -> String {
     format!(
         "{ENDPOINT_PREFIX}{}",

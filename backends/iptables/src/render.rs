@@ -245,8 +245,9 @@ pub(crate) fn render_port(ctx: &FamilyContext<'_>, state: &ServicePortState) -> 
 /// (measured with iptables 1.8.9: 120,000 rules took 2 s over 1,000 chains and 9 s over 10,000),
 /// so a chain per endpoint would make the full sync of 10,000 Services × 10 endpoints take many
 /// minutes. The hairpin mark moves to `KUBE-POSTROUTING`, where the endpoint is known: a
-/// connection from an endpoint DNATed to itself (`-s EP -d EP`) is masqueraded, exactly when
-/// upstream's `KUBE-SEP-…` chain would have marked it. Affinity keeps upstream's `recent` list
+/// connection from an endpoint DNATed to itself (`-s EP -d EP -m conntrack --ctstate DNAT`) is
+/// masqueraded, as upstream's `KUBE-SEP-…` chain would have marked it (the DNAT check keeps a
+/// host-network endpoint's own connections to its address, the node's, unmasqueraded). Affinity keeps upstream's `recent` list
 /// names (the `KUBE-SEP-…` name), so connections keep their endpoint across a migration.
 fn endpoint_rules(
     ctx: &FamilyContext<'_>,
@@ -320,7 +321,7 @@ fn endpoint_rules(
             table: Table::Nat,
             chain: POSTROUTING,
             rule: format!(
-                "-m comment --comment \"{spn} hairpin\" -s {address} -d {address} -j {MARK_MASQ}"
+                "-m comment --comment \"{spn} hairpin\" -s {address} -d {address} -m conntrack --ctstate DNAT -j {MARK_MASQ}"
             ),
         });
     }

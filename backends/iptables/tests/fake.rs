@@ -205,7 +205,7 @@ fn without_endpoint_chains(upstream: &str) -> String {
         if line.starts_with("-A KUBE-POSTROUTING") && !out.contains(" hairpin\"") {
             for (comment, address) in hairpin.values() {
                 out.push_str(&format!(
-                    "-A KUBE-POSTROUTING -m comment --comment \"{comment} hairpin\" -s {address} -d {address} -j KUBE-MARK-MASQ\n"
+                    "-A KUBE-POSTROUTING -m comment --comment \"{comment} hairpin\" -s {address} -d {address} -m conntrack --ctstate DNAT -j KUBE-MARK-MASQ\n"
                 ));
             }
         }

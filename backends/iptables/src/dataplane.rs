@@ -262,6 +262,35 @@ impl IptablesDataplane {
         }
         Ok(written)
     }
+
+    /// Syncs every family, one restore each: partially with `changes`, else fully.
+    async fn sync_families(
+        &mut self,
+        state: &ProxyState,
+        changes: Option<&ChangeSet>,
+    ) -> Result<(), DataplaneError> {
+        let started = Instant::now();
+        let mut written = [0usize; 3];
+        for family in self.config.ip_families.clone() {
+            let family_written = match changes {
+                Some(changes) => self.partial_family(family, state, changes).await?,
+                None => self.full_family(family, state).await?,
+            };
+            self.publish(family, family_written);
+            for (total, n) in written.iter_mut().zip(family_written) {
+                *total += n;
+            }
+        }
+        tracing::debug!(
+            full = changes.is_none(),
+            changed = changes.map_or(state.len(), ChangeSet::len),
+            nat_rules_written = written[Table::Nat as usize],
+            filter_rules_written = written[Table::Filter as usize],
+            took = ?started.elapsed(),
+            "iptables sync"
+        );
+        Ok(())
+    }
 }
 
 /// The built-in chains of the filter and nat tables.
@@ -381,43 +410,11 @@ impl Dataplane for IptablesDataplane {
         {
             return self.full_sync(state).await;
         }
-        let started = Instant::now();
-        let mut written = [0usize; 3];
-        for family in self.config.ip_families.clone() {
-            let family_written = self.partial_family(family, state, changes).await?;
-            self.publish(family, family_written);
-            for (total, n) in written.iter_mut().zip(family_written) {
-                *total += n;
-            }
-        }
-        tracing::debug!(
-            changed = changes.len(),
-            nat_rules_written = written[Table::Nat as usize],
-            filter_rules_written = written[Table::Filter as usize],
-            took = ?started.elapsed(),
-            "partial iptables sync"
-        );
-        Ok(())
+        self.sync_families(state, Some(changes)).await
     }
 
     async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
-        let started = Instant::now();
-        let mut written = [0usize; 3];
-        for family in self.config.ip_families.clone() {
-            let family_written = self.full_family(family, state).await?;
-            self.publish(family, family_written);
-            for (total, n) in written.iter_mut().zip(family_written) {
-                *total += n;
-            }
-        }
-        tracing::debug!(
-            service_ports = state.len(),
-            nat_rules_written = written[Table::Nat as usize],
-            filter_rules_written = written[Table::Filter as usize],
-            took = ?started.elapsed(),
-            "full iptables sync"
-        );
-        Ok(())
+        self.sync_families(state, None).await
     }
 
     async fn verify(&mut self) -> Result<Integrity, DataplaneError> {

@@ -421,44 +421,41 @@ impl Dataplane for IptablesDataplane {
         let mut families: Vec<IpFamily> = self.programmed.keys().copied().collect();
         families.sort();
         for family in families {
+            let jumps = self.programmed[&family].jumps.clone();
             for table in Table::ALL {
-                let present = self
+                // The canary goes with a firewall reload that deletes chains; a flushed table
+                // keeps its (empty) canary, but the jumps from the built-in chains go.
+                let mut chains: Vec<&str> = vec![CANARY];
+                for jump in jumps.iter().filter(|j| j.table == table) {
+                    if !chains.contains(&jump.from) {
+                        chains.push(jump.from);
+                    }
+                }
+                let listed = self
                     .kernel
-                    .has_chain(family, table, CANARY)
+                    .chains(family, table, &chains)
                     .await
-                    .map_err(|e| failed("could not look for the canary", family, e))?;
-                if !present {
+                    .map_err(|e| failed("could not list the chains", family, e))?;
+                if listed[0].is_none() {
                     return Ok(Integrity::Damaged(format!(
                         "the {CANARY} chain of the {family} {} table is gone",
                         table.name()
                     )));
                 }
-            }
-            // A flushed table keeps its (empty) canary; its jumps from the built-in chains
-            // go. One jump per table tells.
-            let checks: Vec<Jump> = {
-                let jumps = &self.programmed[&family].jumps;
-                let mut checks: Vec<Jump> = Vec::new();
-                for table in [Table::Filter, Table::Nat] {
-                    if let Some(jump) = jumps.iter().find(|j| j.table == table) {
-                        checks.push(jump.clone());
+                for jump in jumps.iter().filter(|j| j.table == table) {
+                    let at = chains.iter().position(|c| *c == jump.from).unwrap_or(0);
+                    let rule = jump.rule();
+                    if !listed[at]
+                        .as_ref()
+                        .is_some_and(|rules| rules.contains(&rule))
+                    {
+                        return Ok(Integrity::Damaged(format!(
+                            "the jump from {} {} to {} ({family}) is gone",
+                            table.name(),
+                            jump.from,
+                            jump.args.last().copied().unwrap_or(NODEPORTS)
+                        )));
                     }
-                }
-                checks
-            };
-            for jump in checks {
-                let chain = jump.args.last().copied().unwrap_or(NODEPORTS);
-                let present = self
-                    .kernel
-                    .has_rule(family, jump.table, jump.from, &jump.args)
-                    .await
-                    .map_err(|e| failed("could not look for the jumps", family, e))?;
-                if !present {
-                    return Ok(Integrity::Damaged(format!(
-                        "the jump from {} {} to {chain} ({family}) is gone",
-                        jump.table.name(),
-                        jump.from
-                    )));
                 }
             }
         }

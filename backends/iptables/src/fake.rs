@@ -236,28 +236,17 @@ impl IptablesKernel for FakeIptables {
         Ok(self.saved(family, table))
     }
 
-    async fn has_chain(
+    async fn chains(
         &mut self,
         family: IpFamily,
         table: Table,
-        chain: &str,
-    ) -> Result<bool, IptablesError> {
-        Ok(self.lock().table(family, table.name()).contains_key(chain))
-    }
-
-    async fn has_rule(
-        &mut self,
-        family: IpFamily,
-        table: Table,
-        chain: &str,
-        args: &[&str],
-    ) -> Result<bool, IptablesError> {
-        let rule = crate::restore::join_args(args);
-        Ok(self
-            .lock()
-            .table(family, table.name())
-            .get(chain)
-            .is_some_and(|rules| rules.contains(&rule)))
+        chains: &[&str],
+    ) -> Result<Vec<Option<Vec<String>>>, IptablesError> {
+        let contents = self.lock().table(family, table.name());
+        Ok(chains
+            .iter()
+            .map(|chain| contents.get(*chain).cloned())
+            .collect())
     }
 
     async fn tcp_be_liberal(&mut self) -> bool {

@@ -10,6 +10,7 @@ use tokio::process::Command;
 
 use crate::error::IptablesError;
 use crate::restore::Table;
+use crate::save::SavedTable;
 use crate::variant::{Tool, Variant};
 
 /// How long one tool run may take before it is killed: a full restore at 10,000 Services
@@ -26,22 +27,14 @@ pub trait IptablesKernel: Send {
     /// One table's `iptables-save` output.
     async fn save(&mut self, family: IpFamily, table: Table) -> Result<String, IptablesError>;
 
-    /// Whether `table` holds `chain`.
-    async fn has_chain(
+    /// The rules (the arguments after `-A CHAIN`) of each of `chains` in `table`, `None` for
+    /// a chain that does not exist: the drift check's one look at the kernel.
+    async fn chains(
         &mut self,
         family: IpFamily,
         table: Table,
-        chain: &str,
-    ) -> Result<bool, IptablesError>;
-
-    /// Whether `chain` of `table` holds the rule `args` (`iptables -C`).
-    async fn has_rule(
-        &mut self,
-        family: IpFamily,
-        table: Table,
-        chain: &str,
-        args: &[&str],
-    ) -> Result<bool, IptablesError>;
+        chains: &[&str],
+    ) -> Result<Vec<Option<Vec<String>>>, IptablesError>;
 
     /// Whether conntrack tracks TCP liberally (`net.netfilter.nf_conntrack_tcp_be_liberal`
     /// of the namespace); `false` when it cannot be read.
@@ -162,10 +155,6 @@ impl IptablesCommand {
             message: message.join("\n"),
         }
     }
-
-    async fn succeeds(&self, program: &str, args: &[&str]) -> Result<bool, IptablesError> {
-        Ok(self.run(program, args, None).await?.status.success())
-    }
 }
 
 #[async_trait]
@@ -193,30 +182,41 @@ impl IptablesKernel for IptablesCommand {
         }
     }
 
-    async fn has_chain(
+    async fn chains(
         &mut self,
         family: IpFamily,
         table: Table,
-        chain: &str,
-    ) -> Result<bool, IptablesError> {
-        let program = self.variant.binary(family, Tool::Iptables);
-        let mut args = self.lock_args().to_vec();
-        args.extend(["-t", table.name(), "-S", chain]);
-        self.succeeds(program, &args).await
-    }
-
-    async fn has_rule(
-        &mut self,
-        family: IpFamily,
-        table: Table,
-        chain: &str,
-        rule: &[&str],
-    ) -> Result<bool, IptablesError> {
-        let program = self.variant.binary(family, Tool::Iptables);
-        let mut args = self.lock_args().to_vec();
-        args.extend(["-t", table.name(), "-C", chain]);
-        args.extend(rule);
-        self.succeeds(program, &args).await
+        chains: &[&str],
+    ) -> Result<Vec<Option<Vec<String>>>, IptablesError> {
+        match self.variant {
+            // iptables-nft lists one chain without reading the rest of the table (10 ms at
+            // 5,000 Services, where `iptables -C` takes 120 ms).
+            Variant::Nft => {
+                let program = self.variant.binary(family, Tool::Iptables);
+                let mut listed = Vec::with_capacity(chains.len());
+                for chain in chains {
+                    let output = self
+                        .run(program, &["-t", table.name(), "-S", chain], None)
+                        .await?;
+                    listed.push(output.status.success().then(|| {
+                        let prefix = format!("-A {chain} ");
+                        String::from_utf8_lossy(&output.stdout)
+                            .lines()
+                            .filter_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+                            .collect()
+                    }));
+                }
+                Ok(listed)
+            }
+            // The legacy tools read the whole table for any listing: read it once.
+            Variant::Legacy => {
+                let saved = SavedTable::parse(&self.save(family, table).await?);
+                Ok(chains
+                    .iter()
+                    .map(|chain| saved.chains.get(*chain).cloned())
+                    .collect())
+            }
+        }
     }
 
     async fn tcp_be_liberal(&mut self) -> bool {

@@ -134,8 +134,9 @@ async fn a_refused_restore_leaves_the_rules_and_the_next_sync_is_full() {
     }
 }
 
-/// A firewall reload deletes the canary; `iptables -F` keeps it (empty) but takes the jumps.
-/// Either is noticed by the check the reconciler runs on periodic syncs.
+/// A firewall reload deletes the canary; `iptables -F` keeps it (empty) but takes the jumps;
+/// someone may delete one jump alone. Each is noticed by the check the reconciler runs on
+/// periodic syncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_canary_and_the_jumps_tell_a_flushed_or_reloaded_table() {
     for variant in Variant::ALL {
@@ -164,6 +165,26 @@ async fn the_canary_and_the_jumps_tell_a_flushed_or_reloaded_table() {
             dataplane.full_sync(&tracker.state()).await.expect("repair");
             assert_eq!(dataplane.verify().await.expect("verify"), Integrity::Intact);
         }
+        // One jump alone, deleted by hand.
+        let forward = [
+            "-t",
+            "filter",
+            "-D",
+            "FORWARD",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes forwarding rules",
+            "-j",
+            "KUBE-FORWARD",
+        ];
+        ns.exec(iptables, &forward, None).expect("delete one jump");
+        let Integrity::Damaged(why) = dataplane.verify().await.expect("verify") else {
+            panic!("{variant}: a lost jump is damage");
+        };
+        assert!(why.contains("FORWARD to KUBE-FORWARD"), "{why}");
+        dataplane.full_sync(&tracker.state()).await.expect("repair");
+        assert_eq!(dataplane.verify().await.expect("verify"), Integrity::Intact);
         ns.exec(iptables, &["-t", "mangle", "-X", "KUBE-PROXY-CANARY"], None)
             .expect("delete the canary");
         let Integrity::Damaged(why) = dataplane.verify().await.expect("verify") else {

@@ -40,9 +40,10 @@ const TABLES: &[&str] = &["nat", "filter", "mangle"];
 /// Removes the KUBE-* chains of `variant` in `target`.
 pub(super) fn cleanup(target: &Target, variant: &Variant) -> Result<Vec<String>, Error> {
     let mut removed = Vec::new();
+    // One save of every table: naming a table to the legacy tools creates it when missing.
+    let saved = target.run(variant.save, &[])?;
     for table in TABLES {
-        let saved = target.run(variant.save, &["-t", table])?;
-        let Some(input) = restore_input(table, &saved) else {
+        let Some(input) = restore_input(table, &table_section(&saved, table)) else {
             continue;
         };
         target.run_with_input(
@@ -57,6 +58,27 @@ pub(super) fn cleanup(target: &Target, variant: &Variant) -> Result<Vec<String>,
         ));
     }
     Ok(removed)
+}
+
+/// The part of a whole `iptables-save` output that lists `table` (from `*table` to its
+/// `COMMIT`), empty when the output has no such table.
+fn table_section(saved: &str, table: &str) -> String {
+    let header = format!("*{table}");
+    let mut section = String::new();
+    let mut inside = false;
+    for line in saved.lines() {
+        if line == header {
+            inside = true;
+        }
+        if inside {
+            section.push_str(line);
+            section.push('\n');
+            if line == "COMMIT" {
+                break;
+            }
+        }
+    }
+    section
 }
 
 /// What one table's restore input removes.
@@ -123,5 +145,8 @@ mod tests {
             "*nat\n:KUBE-SERVICES - [0:0]\n-D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n-X KUBE-SERVICES\nCOMMIT\n"
         );
         assert_eq!(restore_input("nat", "*nat\n:USER - [0:0]\nCOMMIT\n"), None);
+        let whole = "*filter\n:A - [0:0]\nCOMMIT\n*nat\n:KUBE-X - [0:0]\nCOMMIT\n";
+        assert_eq!(table_section(whole, "nat"), "*nat\n:KUBE-X - [0:0]\nCOMMIT\n");
+        assert_eq!(table_section(whole, "mangle"), "");
     }
 }

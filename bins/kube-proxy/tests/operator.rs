@@ -277,12 +277,24 @@ async fn under_netns_nothing_machine_wide_is_written() {
         .unwrap();
     let healthy = wait_for_ok(&ns, HEALTHZ_ADDRESS, "/healthz", Duration::from_secs(30)).await;
     let pid = child.id().unwrap();
-    // strace passes SIGTERM on to the proxy it runs.
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    // Stop the proxy itself: strace, told to stop, detaches and leaves it running (it was seen
+    // outliving the test, reparented to init). strace exits once its tracee has.
+    let proxy = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("\n");
+    for target in proxy.lines().chain([pid.to_string().as_str()]) {
+        let _ = Command::new("kill").args(["-TERM", target]).status();
+        if target != pid.to_string() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+    }
+    for target in proxy.lines() {
+        let _ = Command::new("kill").args(["-KILL", target]).status();
+    }
     let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(healthy.is_ok(), "{healthy:?}\n{text}");
     let attempts = std::fs::read_to_string(&trace).unwrap_or_default();

@@ -146,7 +146,10 @@ mod tests {
         );
         assert_eq!(restore_input("nat", "*nat\n:USER - [0:0]\nCOMMIT\n"), None);
         let whole = "*filter\n:A - [0:0]\nCOMMIT\n*nat\n:KUBE-X - [0:0]\nCOMMIT\n";
-        assert_eq!(table_section(whole, "nat"), "*nat\n:KUBE-X - [0:0]\nCOMMIT\n");
+        assert_eq!(
+            table_section(whole, "nat"),
+            "*nat\n:KUBE-X - [0:0]\nCOMMIT\n"
+        );
         assert_eq!(table_section(whole, "mangle"), "");
     }
 }

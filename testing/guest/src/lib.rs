@@ -116,25 +116,41 @@ impl Guest {
         let builds = build_areas();
         let (root, kernel) = find_kernel(&builds)?;
         for (tool, hint) in [
-            ("gcc", "apt-get install -y gcc (it builds the guest's ptrace shim)"),
+            (
+                "gcc",
+                "apt-get install -y gcc (it builds the guest's ptrace shim)",
+            ),
             ("timeout", "apt-get install -y coreutils"),
         ] {
             which(tool).ok_or_else(|| missing(tool, hint))?;
         }
-        let modprobe = which("modprobe")
-            .ok_or_else(|| missing("modprobe", "apt-get install -y kmod (or scripts/install-deps.sh)"))?;
+        let modprobe = which("modprobe").ok_or_else(|| {
+            missing(
+                "modprobe",
+                "apt-get install -y kmod (or scripts/install-deps.sh)",
+            )
+        })?;
         which("ip").ok_or_else(|| missing("ip", "apt-get install -y iproute2"))?;
 
         let version = kernel_version(&kernel)?;
         let modules = root.join("usr/lib/uml/modules").join(&version);
         if !modules.join("modules.dep").is_file() {
-            return Err(Error::MissingModules { version, dir: modules });
+            return Err(Error::MissingModules {
+                version,
+                dir: modules,
+            });
         }
 
-        let kit = builds.first().cloned().unwrap_or_else(|| PathBuf::from("target")).join("guest-kit");
+        let kit = builds
+            .first()
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("target"))
+            .join("guest-kit");
         let kit = absolute(&kit)?;
         check_guest_path(&kit)?;
-        let _serial = PREPARE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = PREPARE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         mkdir(&kit)?;
         let shim = build_shim(&kit)?;
 
@@ -168,7 +184,14 @@ impl Guest {
         mkdir(&kit.join("uml-state"))?;
         mkdir(&kit.join("runs"))?;
 
-        Ok(Guest { kernel, version, modules, kit, shim, init })
+        Ok(Guest {
+            kernel,
+            version,
+            modules,
+            kit,
+            shim,
+            init,
+        })
     }
 
     /// The `linux.uml` this guest boots.
@@ -263,7 +286,10 @@ impl Guest {
                 run_dir,
             });
         }
-        let Some(status) = read("status").ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+        let Some(status) = read("status")
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
             return Err(Error::NoStatus {
                 exit: done.status.to_string(),
                 console: tail(&console, 30),
@@ -288,7 +314,10 @@ fn build_areas() -> Vec<PathBuf> {
     let mut areas = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         // cargo marks its target folder with CACHEDIR.TAG
-        if let Some(area) = exe.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()) {
+        if let Some(area) = exe
+            .ancestors()
+            .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        {
             areas.push(area.to_path_buf());
         }
     }
@@ -355,7 +384,10 @@ fn build_shim(kit: &Path) -> Result<PathBuf> {
     write_if_changed(&source, SHIM_SOURCE, false)?;
     let tmp = kit.join(format!(".{stem}.{}.so", std::process::id()));
     let mut gcc = Command::new("gcc");
-    gcc.args(["-O2", "-Wall", "-shared", "-fPIC", "-o"]).arg(&tmp).arg(&source).arg("-ldl");
+    gcc.args(["-O2", "-Wall", "-shared", "-fPIC", "-o"])
+        .arg(&tmp)
+        .arg(&source)
+        .arg("-ldl");
     let out = gcc.output().map_err(|e| Error::io("running gcc", e))?;
     if !out.status.success() {
         return Err(Error::Command {
@@ -406,7 +438,10 @@ fn check_argument(arg: &str) -> Result<()> {
 }
 
 fn missing(tool: &str, hint: &str) -> Error {
-    Error::MissingTool { tool: tool.into(), hint: hint.into() }
+    Error::MissingTool {
+        tool: tool.into(),
+        hint: hint.into(),
+    }
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -418,7 +453,8 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 fn is_executable(path: &Path) -> bool {
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -432,7 +468,11 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 fn relative_to(from: &Path, to: &Path) -> PathBuf {
     let from: Vec<Component<'_>> = from.components().collect();
     let to_parts: Vec<Component<'_>> = to.components().collect();
-    let common = from.iter().zip(&to_parts).take_while(|(a, b)| a == b).count();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
     if common <= 1 {
         return to.to_path_buf();
     }
@@ -451,8 +491,12 @@ fn mkdir(dir: &Path) -> Result<()> {
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to)
-        .map_err(|e| Error::io(format!("renaming {} to {}", from.display(), to.display()), e))
+    std::fs::rename(from, to).map_err(|e| {
+        Error::io(
+            format!("renaming {} to {}", from.display(), to.display()),
+            e,
+        )
+    })
 }
 
 /// Writes `text` to `path` unless it already holds it, through a temporary file and a rename
@@ -460,7 +504,9 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 fn write_if_changed(path: &Path, text: &str, executable: bool) -> Result<()> {
     let mode = if executable { 0o755 } else { 0o644 };
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes())
-        && path.metadata().is_ok_and(|m| m.permissions().mode() & 0o777 == mode)
+        && path
+            .metadata()
+            .is_ok_and(|m| m.permissions().mode() & 0o777 == mode)
     {
         return Ok(());
     }
@@ -473,7 +519,9 @@ fn write_if_changed(path: &Path, text: &str, executable: bool) -> Result<()> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// The last `lines` lines of `text`.
@@ -493,11 +541,17 @@ mod tests {
     #[test]
     fn relative_links_stay_in_the_tree() {
         assert_eq!(
-            relative_to(Path::new("/w/target/guest-kit/modules/lib/modules"), Path::new("/w/target/uml/usr/lib/uml/modules/6.1")),
+            relative_to(
+                Path::new("/w/target/guest-kit/modules/lib/modules"),
+                Path::new("/w/target/uml/usr/lib/uml/modules/6.1")
+            ),
             PathBuf::from("../../../../uml/usr/lib/uml/modules/6.1")
         );
         assert_eq!(
-            relative_to(Path::new("/w/target/kit"), Path::new("/usr/lib/uml/modules/6.1")),
+            relative_to(
+                Path::new("/w/target/kit"),
+                Path::new("/usr/lib/uml/modules/6.1")
+            ),
             PathBuf::from("/usr/lib/uml/modules/6.1")
         );
     }
@@ -508,7 +562,10 @@ mod tests {
         check_argument("10.0.0.1:80").unwrap();
         for bad in ["", "two words", "tab\there", "\"quoted\"", "new\nline"] {
             let err = check_argument(bad).unwrap_err();
-            assert!(matches!(err, Error::InvalidArgument { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, Error::InvalidArgument { .. }),
+                "{bad:?}: {err}"
+            );
             assert!(err.to_string().contains("script"), "{err}");
         }
     }
@@ -522,11 +579,16 @@ mod tests {
 
     #[test]
     fn a_missing_kernel_says_how_to_install_it() {
-        let err = Error::MissingKernel { searched: vec![PathBuf::from("/x/usr/bin/linux.uml")] };
+        let err = Error::MissingKernel {
+            searched: vec![PathBuf::from("/x/usr/bin/linux.uml")],
+        };
         let text = err.to_string();
         assert!(text.contains("/x/usr/bin/linux.uml"), "{text}");
         assert!(text.contains("scripts/install-deps.sh"), "{text}");
-        assert!(text.contains("apt-get install -y user-mode-linux"), "{text}");
+        assert!(
+            text.contains("apt-get install -y user-mode-linux"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -29,14 +29,22 @@ fn a_failing_program_s_status_and_output_come_back() {
     let guest = guest();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/exit_with.sh");
     let out = guest
-        .run(Path::new("/bin/sh"), &[script.to_str().unwrap(), "to-stdout", "to-stderr", "7"], TIMEOUT)
+        .run(
+            Path::new("/bin/sh"),
+            &[script.to_str().unwrap(), "to-stdout", "to-stderr", "7"],
+            TIMEOUT,
+        )
         .unwrap_or_else(|e| panic!("the guest did not run {}: {e}", script.display()));
     eprintln!("exit_with.sh in the guest: {:.2?}", out.elapsed);
     assert_eq!(out.status, 7, "{out}");
     assert!(!out.success());
     let mut lines = out.stdout.lines();
     assert_eq!(lines.next(), Some("to-stdout"), "{out}");
-    assert_eq!(lines.next(), Some(format!("kernel {}", guest.kernel_version()).as_str()), "{out}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("kernel {}", guest.kernel_version()).as_str()),
+        "{out}"
+    );
     assert_eq!(out.stderr, "to-stderr\n", "{out}");
     assert!(out.stdout.contains("modprobe /"), "{out}");
 }
@@ -44,8 +52,13 @@ fn a_failing_program_s_status_and_output_come_back() {
 #[test]
 fn arguments_the_kernel_command_line_cannot_carry_fail_before_booting() {
     let guest = guest();
-    let err = guest.run(Path::new("/bin/echo"), &["two words"], TIMEOUT).unwrap_err();
-    assert!(matches!(err, kproxy_guest::Error::InvalidArgument { .. }), "{err}");
+    let err = guest
+        .run(Path::new("/bin/echo"), &["two words"], TIMEOUT)
+        .unwrap_err();
+    assert!(
+        matches!(err, kproxy_guest::Error::InvalidArgument { .. }),
+        "{err}"
+    );
     let err = guest.run(Path::new("echo"), &[], TIMEOUT).unwrap_err();
     assert!(err.to_string().contains("absolute"), "{err}");
 }
@@ -54,7 +67,21 @@ fn arguments_the_kernel_command_line_cannot_carry_fail_before_booting() {
 fn a_guest_that_runs_too_long_is_killed_and_reported() {
     let guest = guest();
     let started = std::time::Instant::now();
-    let err = guest.run(Path::new("/bin/sleep"), &["600"], Duration::from_secs(5)).unwrap_err();
-    assert!(matches!(err, kproxy_guest::Error::TimedOut { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    let err = guest
+        .run(Path::new("/bin/sleep"), &["600"], Duration::from_secs(5))
+        .unwrap_err();
+    let kproxy_guest::Error::TimedOut { run_dir, .. } = &err else {
+        panic!("expected a timeout, got: {err}");
+    };
+    assert!(
+        err.to_string().contains("did not finish within 5s"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // a timed-out run keeps its folder for inspection; this one was expected
+    std::fs::remove_dir_all(run_dir).unwrap();
 }

@@ -12,9 +12,17 @@ fn ipvs_round_robin_alternates_between_two_servers() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/ipvs_rr.sh");
     let started = Instant::now();
     let out = guest
-        .run(Path::new("/bin/bash"), &[script.to_str().unwrap(), "6"], Duration::from_secs(60))
+        .run(
+            Path::new("/bin/bash"),
+            &[script.to_str().unwrap(), "6"],
+            Duration::from_secs(60),
+        )
         .unwrap_or_else(|e| panic!("the guest did not run {}: {e}", script.display()));
-    eprintln!("IPVS round robin in the guest, boot included: {:.2?}", started.elapsed());
+    eprintln!(
+        "IPVS round robin in the guest, boot included: {:.2?}",
+        started.elapsed()
+    );
+    eprint!("guest steps (uptime):\n{}", out.stderr);
     assert!(out.success(), "{out}");
 
     let replies: Vec<&str> = out
@@ -24,9 +32,15 @@ fn ipvs_round_robin_alternates_between_two_servers() {
         .map(|rest| rest.split_once(": ").map_or(rest, |(_, who)| who))
         .collect();
     assert_eq!(replies.len(), 6, "{out}");
-    assert!(replies.iter().all(|who| *who == "srv1" || *who == "srv2"), "{out}");
+    assert!(
+        replies.iter().all(|who| *who == "srv1" || *who == "srv2"),
+        "{out}"
+    );
     for pair in replies.windows(2) {
-        assert_ne!(pair[0], pair[1], "round robin must alternate strictly: {replies:?}\n{out}");
+        assert_ne!(
+            pair[0], pair[1],
+            "round robin must alternate strictly: {replies:?}\n{out}"
+        );
     }
     // the service's counters saw every connection
     assert!(out.stdout.contains("TCP  10.0.0.100:80"), "{out}");

@@ -85,3 +85,21 @@ fn a_guest_that_runs_too_long_is_killed_and_reported() {
     // a timed-out run keeps its folder for inspection; this one was expected
     std::fs::remove_dir_all(run_dir).unwrap();
 }
+
+#[test]
+fn a_guest_that_stops_without_a_status_is_an_error() {
+    let guest = guest();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/power_off.sh");
+    let err = guest
+        .run(Path::new("/bin/sh"), &[script.to_str().unwrap()], TIMEOUT)
+        .unwrap_err();
+    let kproxy_guest::Error::NoStatus { run_dir, .. } = &err else {
+        panic!("expected a missing status, got: {err}");
+    };
+    assert!(
+        err.to_string()
+            .contains("without writing the program's exit status"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(run_dir).unwrap();
+}

@@ -6,8 +6,9 @@
 # KPROXY_GUEST_RUN (environment, from the kernel command line): the host folder for results,
 # mounted read-write; the rest of the root file system is the host's, read-only.
 PATH=@KIT_BIN@:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-HOME=/tmp
-export PATH HOME
+HOME=/run/home
+TMPDIR=/run/tmp
+export PATH HOME TMPDIR
 
 mounted() { grep -q "^[^ ]* $1 " /proc/mounts; }
 mount -t proc proc /proc
@@ -15,7 +16,9 @@ mounted /sys || mount -t sysfs sysfs /sys
 mounted /dev || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# /tmp stays the host's (read-only, like the rest of the root): a workspace or build area
+# under /tmp, as a CI clone may be, must stay visible. Scratch space is /run/tmp.
+mkdir -p /run/home /run/tmp
 echo @KIT_BIN@/modprobe >/proc/sys/kernel/modprobe
 ip link set lo up
 

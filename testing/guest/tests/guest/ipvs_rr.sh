@@ -58,7 +58,7 @@ for i in 1 2; do
   ip -n $ns link set eth0 up
   ip -n $ns route add default via $host
   # a minimal HTTP responder that names its server (python3 -S: no site imports, a fast start)
-  ip netns exec $ns python3 -S -c "$RESPONDER" $addr $ns >/tmp/$ns.log 2>&1 &
+  ip netns exec $ns python3 -S -c "$RESPONDER" $addr $ns >"$TMPDIR/$ns.log" 2>&1 &
   pids+=($!)
 done
 
@@ -75,7 +75,7 @@ for addr in 10.0.0.2 10.0.0.6; do
     sleep 0.1
   done
   echo "server $addr did not come up" >&2
-  cat /tmp/srv*.log >&2
+  cat "$TMPDIR"/srv*.log >&2
   exit 1
 done
 

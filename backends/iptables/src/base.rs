@@ -11,6 +11,8 @@ pub(crate) struct Jump {
     pub(crate) table: Table,
     /// The built-in chain (`PREROUTING`, `INPUT`, ...).
     pub(crate) from: &'static str,
+    /// Our chain it jumps to.
+    pub(crate) to: &'static str,
     /// The rule's arguments, one per item, as `iptables -C` takes them.
     pub(crate) args: Vec<&'static str>,
 }
@@ -35,7 +37,12 @@ pub(crate) fn jumps(ctx: &FamilyContext<'_>) -> Vec<Jump> {
             args.extend(["-m", "comment", "--comment", comment]);
         }
         args.extend(["-j", to]);
-        Jump { table, from, args }
+        Jump {
+            table,
+            from,
+            to,
+            args,
+        }
     };
     let firewall = "kubernetes load balancer firewall";
     let portals = "kubernetes service portals";

@@ -48,9 +48,9 @@ impl<'a> FamilyContext<'a> {
         config: &ProxyConfig,
         settings: &IptablesConfig,
         tcp_be_liberal: bool,
+        large_cluster: bool,
         state: &'a ProxyState,
     ) -> Self {
-        let large_cluster = is_large_cluster(state);
         let plan = FamilyPlan::new(family, config, state);
         let (if_local, if_not_local) = match &plan.local_traffic {
             // iptables negates one address match only; upstream's detectors take one CIDR

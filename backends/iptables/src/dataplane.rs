@@ -16,7 +16,7 @@ use crate::base::{Jump, fixed_chains, jumps};
 use crate::context::FamilyContext;
 use crate::error::IptablesError;
 use crate::kernel::IptablesKernel;
-use crate::names::{self, CANARY, NODEPORTS, POSTROUTING, SERVICES};
+use crate::names::{self, CANARY, POSTROUTING, SERVICES};
 use crate::render::{PortRules, SharedRule, render_port};
 use crate::restore::{RestoreInput, Table};
 use crate::save::SavedTable;
@@ -87,7 +87,12 @@ impl IptablesDataplane {
         self.kernel.as_mut()
     }
 
-    async fn context<'a>(&mut self, family: IpFamily, state: &'a ProxyState) -> FamilyContext<'a> {
+    async fn context<'a>(
+        &mut self,
+        family: IpFamily,
+        state: &'a ProxyState,
+        large_cluster: bool,
+    ) -> FamilyContext<'a> {
         let liberal = match self.tcp_be_liberal {
             Some(liberal) => liberal,
             None => {
@@ -96,7 +101,14 @@ impl IptablesDataplane {
                 liberal
             }
         };
-        FamilyContext::new(family, &self.config, &self.settings, liberal, state)
+        FamilyContext::new(
+            family,
+            &self.config,
+            &self.settings,
+            liberal,
+            large_cluster,
+            state,
+        )
     }
 
     /// Publishes `family`'s rule counts after a successful sync that wrote `written`.
@@ -116,8 +128,9 @@ impl IptablesDataplane {
         &mut self,
         family: IpFamily,
         state: &ProxyState,
+        large_cluster: bool,
     ) -> Result<[usize; 3], DataplaneError> {
-        let ctx = self.context(family, state).await;
+        let ctx = self.context(family, state, large_cluster).await;
         if ctx.localhost_node_ports && !self.route_localnet {
             self.kernel
                 .enable_route_localnet()
@@ -218,8 +231,9 @@ impl IptablesDataplane {
         family: IpFamily,
         state: &ProxyState,
         changes: &ChangeSet,
+        large_cluster: bool,
     ) -> Result<[usize; 3], DataplaneError> {
-        let ctx = self.context(family, state).await;
+        let ctx = self.context(family, state, large_cluster).await;
         let programmed = self.programmed.entry(family).or_default();
         let mut input = RestoreInput::default();
         let mut updates: Vec<(ServicePortName, Option<PortRules>)> =
@@ -250,31 +264,37 @@ impl IptablesDataplane {
         }
         let programmed = self.programmed.entry(family).or_default();
         for (name, new) in updates {
-            let old = match &new {
-                Some(rules) => programmed.ports.insert(name, rules.clone()),
+            for table in Table::ALL {
+                programmed.rules[table as usize] += new.as_ref().map_or(0, |r| r.rule_count(table));
+            }
+            let old = match new {
+                Some(rules) => programmed.ports.insert(name, rules),
                 None => programmed.ports.remove(&name),
             };
             for table in Table::ALL {
-                let i = table as usize;
-                programmed.rules[i] -= old.as_ref().map_or(0, |r| r.rule_count(table));
-                programmed.rules[i] += new.as_ref().map_or(0, |r| r.rule_count(table));
+                programmed.rules[table as usize] -= old.as_ref().map_or(0, |r| r.rule_count(table));
             }
         }
         Ok(written)
     }
 
-    /// Syncs every family, one restore each: partially with `changes`, else fully.
+    /// Syncs every family, one restore each: partially with `changes`, else fully, with the
+    /// endpoint rules in large-cluster mode when `large_cluster`.
     async fn sync_families(
         &mut self,
         state: &ProxyState,
         changes: Option<&ChangeSet>,
+        large_cluster: bool,
     ) -> Result<(), DataplaneError> {
         let started = Instant::now();
         let mut written = [0usize; 3];
         for family in self.config.ip_families.clone() {
             let family_written = match changes {
-                Some(changes) => self.partial_family(family, state, changes).await?,
-                None => self.full_family(family, state).await?,
+                Some(changes) => {
+                    self.partial_family(family, state, changes, large_cluster)
+                        .await?
+                }
+                None => self.full_family(family, state, large_cluster).await?,
             };
             self.publish(family, family_written);
             for (total, n) in written.iter_mut().zip(family_written) {
@@ -302,10 +322,7 @@ const BUILT_IN: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTRO
 fn fix_jumps(saved: &[SavedTable; 2], jumps: &[Jump], input: &mut RestoreInput) {
     // Only jumps from the built-in chains to the chains jumped to from there: other
     // software's rules that jump to ours (a CNI's portmap chains to KUBE-MARK-MASQ) stay.
-    let targets: Vec<&str> = jumps
-        .iter()
-        .filter_map(|j| j.args.last().copied())
-        .collect();
+    let targets: Vec<&str> = jumps.iter().map(|j| j.to).collect();
     let ours = |rule: &str| {
         let words: Vec<&str> = rule.split_whitespace().collect();
         words
@@ -408,13 +425,15 @@ impl Dataplane for IptablesDataplane {
                 .values()
                 .any(|p| p.large_cluster != large_cluster)
         {
-            return self.full_sync(state).await;
+            return self.sync_families(state, None, large_cluster).await;
         }
-        self.sync_families(state, Some(changes)).await
+        self.sync_families(state, Some(changes), large_cluster)
+            .await
     }
 
     async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
-        self.sync_families(state, None).await
+        let large_cluster = crate::context::is_large_cluster(state);
+        self.sync_families(state, None, large_cluster).await
     }
 
     async fn verify(&mut self) -> Result<Integrity, DataplaneError> {
@@ -453,7 +472,7 @@ impl Dataplane for IptablesDataplane {
                             "the jump from {} {} to {} ({family}) is gone",
                             table.name(),
                             jump.from,
-                            jump.args.last().copied().unwrap_or(NODEPORTS)
+                            jump.to
                         )));
                     }
                 }

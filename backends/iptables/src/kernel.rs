@@ -135,6 +135,22 @@ impl IptablesCommand {
             })?
     }
 
+    /// Runs `program` as [`run`](Self::run) does; its stdout when it succeeded, else the
+    /// refusal with its own message.
+    async fn checked(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> Result<Vec<u8>, IptablesError> {
+        let output = self.run(program, args, input).await?;
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(Self::refused(program, args, input, &output.stderr))
+        }
+    }
+
     fn refused(program: &str, args: &[&str], input: Option<&str>, stderr: &[u8]) -> IptablesError {
         const STDERR_LINES: usize = 5;
         let stderr = String::from_utf8_lossy(stderr);
@@ -163,23 +179,14 @@ impl IptablesKernel for IptablesCommand {
         let program = self.variant.binary(family, Tool::Restore);
         let mut args = vec!["--noflush"];
         args.extend(self.lock_args());
-        let output = self.run(program, &args, Some(input)).await?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(Self::refused(program, &args, Some(input), &output.stderr))
-        }
+        self.checked(program, &args, Some(input)).await.map(drop)
     }
 
     async fn save(&mut self, family: IpFamily, table: Table) -> Result<String, IptablesError> {
         let program = self.variant.binary(family, Tool::Save);
         let args = ["-t", table.name()];
-        let output = self.run(program, &args, None).await?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(Self::refused(program, &args, None, &output.stderr))
-        }
+        let stdout = self.checked(program, &args, None).await?;
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
     async fn chains(
@@ -231,11 +238,6 @@ impl IptablesKernel for IptablesCommand {
 
     async fn enable_route_localnet(&mut self) -> Result<(), IptablesError> {
         let args = ["-q", "-w", "net.ipv4.conf.all.route_localnet=1"];
-        let output = self.run("sysctl", &args, None).await?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(Self::refused("sysctl", &args, None, &output.stderr))
-        }
+        self.checked("sysctl", &args, None).await.map(drop)
     }
 }

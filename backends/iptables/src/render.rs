@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kproxy_core::plan::{Firewall, PlannedEndpoint, Policy, PortPlan, Route};
+use kproxy_core::plan::{ClusterIpMasquerade, Firewall, PlannedEndpoint, Policy, PortPlan, Route};
 use kproxy_core::{Balancing, ServicePortState};
 
 use crate::context::FamilyContext;
@@ -87,11 +87,11 @@ pub(crate) fn render_port(ctx: &FamilyContext<'_>, state: &ServicePortState) -> 
                 format!("-m comment --comment \"{spn} cluster IP\" {cluster_ip} -j {chain}"),
             );
             let masquerade = match ctx.plan.cluster_ip_masquerade {
-                kproxy_core::plan::ClusterIpMasquerade::All => Some(String::new()),
-                kproxy_core::plan::ClusterIpMasquerade::NotFromLocalPods => {
+                ClusterIpMasquerade::All => Some(String::new()),
+                ClusterIpMasquerade::NotFromLocalPods => {
                     ctx.if_not_local.as_ref().map(|m| format!(" {m}"))
                 }
-                kproxy_core::plan::ClusterIpMasquerade::Never => None,
+                ClusterIpMasquerade::Never => None,
             };
             if let Some(source) = masquerade {
                 chains.entry(chain.to_owned()).or_default().push(format!(
@@ -258,21 +258,23 @@ fn endpoint_rules(
     shared: &mut BTreeSet<SharedRule>,
 ) {
     let proto = plan.protocol.as_lower_str();
-    let named: Vec<(String, String)> = endpoints
+    // The affinity list (upstream's `KUBE-SEP-…` name, a hash) only where there is affinity:
+    // the full sync renders every endpoint.
+    let named: Vec<(Option<String>, String)> = endpoints
         .iter()
         .map(|planned| {
             let endpoint = planned.endpoint;
             (
-                names::endpoint_chain(plan.name, endpoint.address, endpoint.port),
+                plan.affinity_timeout
+                    .map(|_| names::endpoint_chain(plan.name, endpoint.address, endpoint.port)),
                 names::endpoint(endpoint.address, endpoint.port),
             )
         })
         .collect();
-    let dnat = |list: &str, endpoint: &str| {
-        let remember = if plan.affinity_timeout.is_some() {
-            format!(" -m recent --name {list} --set")
-        } else {
-            String::new()
+    let dnat = |list: &Option<String>, endpoint: &str| {
+        let remember = match list {
+            Some(list) => format!(" -m recent --name {list} --set"),
+            None => String::new(),
         };
         format!("{remember} -m {proto} -p {proto} -j DNAT --to-destination {endpoint}")
     };
@@ -285,8 +287,9 @@ fn endpoint_rules(
     };
     if let Some(timeout) = plan.affinity_timeout {
         for (list, endpoint) in &named {
+            let name = list.as_deref().unwrap_or_default();
             let rule = format!(
-                "{} -m recent --name {list} --rcheck --seconds {timeout} --reap{}",
+                "{} -m recent --name {name} --rcheck --seconds {timeout} --reap{}",
                 comment(endpoint),
                 dnat(list, endpoint)
             );

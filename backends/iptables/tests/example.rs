@@ -83,18 +83,11 @@ fn golden(name: &str, actual: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(
+    kproxy_rig::golden::assert_golden(
+        &path,
         actual,
-        expected,
-        "restore input differs from {} (which the book includes); run with UPDATE_GOLDEN=1 if \
-         intended and check the book's prose",
-        path.display()
+        "restore input",
+        " (the book includes it: check the book's prose too)",
     );
 }
 

@@ -3,38 +3,22 @@
 //! --skip-other-backends` would. Needs root, iproute2 and nft; without them it fails saying
 //! what is missing.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use kproxy_conformance::SCENARIOS_DIR;
-use kproxy_conformance::scenario::{RunOptions, run_paths};
+use kproxy_conformance::scenario::{RunOptions, assert_suite_passes};
 use kproxy_core::Balancing;
-use kproxy_rig::netns;
 
 mod common;
 use common::Nftables;
 
 async fn run_suite(balancing: Balancing) {
-    if let Err(error) = netns::check_environment() {
-        panic!("the scenario suite cannot run here: {error}");
-    }
     let options = RunOptions {
         skip_other_backends: true,
         ..RunOptions::new(Arc::new(Nftables {
             balancing: Some(balancing),
         }))
     };
-    let summary = run_paths(&[PathBuf::from(SCENARIOS_DIR)], &options)
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-    println!("{summary}");
-    assert!(summary.passed > 0, "no probe ran");
-    assert!(summary.success(), "{summary}: see the FAIL lines above");
-    assert!(
-        netns::registered().is_empty(),
-        "namespaces still held: {:?}",
-        netns::registered()
-    );
+    assert_suite_passes(&options, &format!("nftables, {balancing:?}")).await;
 }
 
 /// Both balancing modes, one after the other (each run checks that it left no namespace, so

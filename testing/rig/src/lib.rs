@@ -22,6 +22,7 @@
 //! Ctrl-C); nothing touches the machine's own network namespace.
 
 mod error;
+pub mod golden;
 pub mod netns;
 mod packet;
 pub mod probe;

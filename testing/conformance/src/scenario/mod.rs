@@ -28,7 +28,8 @@ pub use convert::{
 };
 pub use parse::{INFORMATIONAL_FIELDS, collect_files, parse_file, parse_str};
 pub use run::{
-    Event, ProbeReport, ProbeStatus, RunOptions, Summary, run_paths, run_scenario, world_spec,
+    Event, ProbeReport, ProbeStatus, RunOptions, Summary, assert_suite_passes, run_paths,
+    run_scenario, world_spec,
 };
 pub use spec::{
     Cidr, ConfigSpec, EndpointSliceSpec, EndpointSpec, HintsSpec, IntOrString, NameRef, NodeSpec,

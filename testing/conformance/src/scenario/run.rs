@@ -439,3 +439,28 @@ fn emit(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+/// Runs every file of [`SCENARIOS_DIR`](crate::SCENARIOS_DIR) with `options`, as a backend's own
+/// scenario test does, prints the summary after `label`, and returns it.
+///
+/// # Panics
+///
+/// As a test assertion: when the machine cannot build worlds (not root, a tool missing), a
+/// file cannot be run, no probe ran, a probe failed, or a namespace was left behind.
+pub async fn assert_suite_passes(options: &RunOptions, label: &str) -> Summary {
+    if let Err(error) = netns::check_environment() {
+        panic!("the scenario suite cannot run here: {error}");
+    }
+    let summary = run_paths(&[PathBuf::from(crate::SCENARIOS_DIR)], options)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    println!("{label}: {summary}");
+    assert!(summary.passed > 0, "no probe ran");
+    assert!(summary.success(), "{summary}: see the FAIL lines above");
+    assert!(
+        netns::registered().is_empty(),
+        "namespaces still held: {:?}",
+        netns::registered()
+    );
+    summary
+}

@@ -310,6 +310,52 @@ impl Guest {
     }
 }
 
+/// Whether this process runs inside a guest (its init exports the results folder).
+pub fn inside() -> bool {
+    std::env::var_os("KPROXY_GUEST_RUN").is_some()
+}
+
+/// Runs the test `name` of the calling test binary inside a fresh guest and fails (panics)
+/// with the guest's output unless it passed; what the test printed is echoed either way.
+///
+/// The guest-side test is an ordinary `#[test] #[ignore = "..."]` function that starts with
+/// [`require_inside`]: the host runs it through this, never directly.
+///
+/// # Panics
+///
+/// When the guest cannot be prepared or started (saying why), or the test failed.
+pub fn run_test_in_guest(name: &str, timeout: Duration) -> GuestOutput {
+    let guest = Guest::new().unwrap_or_else(|e| panic!("cannot prepare the UML guest: {e}"));
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = guest
+        .run(
+            &exe,
+            &[name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"],
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("the guest did not run {name}: {e}"));
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    assert!(
+        out.success() && out.stdout.contains("test result: ok. 1 passed"),
+        "{name} failed inside the guest: {out}"
+    );
+    out
+}
+
+/// Fails a guest-side test run anywhere but inside a guest.
+///
+/// # Panics
+///
+/// Outside a guest.
+pub fn require_inside() {
+    assert!(
+        inside(),
+        "this test runs inside the UML guest: run it through its host-side test \
+         (kproxy_guest::run_test_in_guest), not with --ignored"
+    );
+}
+
 /// The build areas to look in, best first: the one holding the running binary (a test's
 /// `target/debug/deps/...`), `$CARGO_TARGET_DIR`, the workspace's `target/`.
 fn build_areas() -> Vec<PathBuf> {

@@ -2,11 +2,22 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod cleanup;
 mod config;
+mod dataplane;
+mod fake;
+mod marks;
+mod ops;
+mod programmed;
+mod render;
+mod rules;
+mod sets;
 mod error;
 mod kernel;
 pub mod model;
 
 pub use config::{IpvsConfig, SCHEDULERS, Scheduler, Timeouts, UnknownScheduler};
+pub use dataplane::{DUMMY_LINK, IpvsDataplane, SyncReport};
 pub use error::IpvsError;
+pub use fake::FakeIpvs;
 pub use kernel::{ApplyError, IpvsKernel, LocalAddress};

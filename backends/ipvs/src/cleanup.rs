@@ -29,8 +29,7 @@ pub(crate) async fn remove_all(
         let mut input = RestoreInput::default();
         for table in [Table::Nat, Table::Mangle, Table::Filter] {
             let saved = SavedTable::parse(&iptables.save(*family, table).await?);
-            for (jump_table, chain, target) in rules::JUMPS.iter().chain([&rules::FORWARD_JUMP])
-            {
+            for (jump_table, chain, target) in rules::JUMPS.iter().chain([&rules::FORWARD_JUMP]) {
                 let jump = rules::jump_rule(target);
                 if *jump_table == table && saved.rules(chain).iter().any(|rule| *rule == jump) {
                     input.delete_rule(table, chain, &jump);

@@ -7,12 +7,13 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use kproxy_core::plan::FamilyPlan;
 use kproxy_core::{
-    ChangeSet, Dataplane, DataplaneError, Integrity, IpFamily, ProxyConfig, ProxyState,
-    Protocol, ServicePortName, ServicePortState,
+    ChangeSet, Dataplane, DataplaneError, Integrity, IpFamily, Protocol, ProxyConfig, ProxyState,
+    ServicePortName, ServicePortState,
 };
 use kproxy_iptables::{IptablesKernel, RestoreInput, SavedTable, Table};
 use tracing::{debug, warn};
 
+use crate::cleanup::NODE_PORT_SETS;
 use crate::config::IpvsConfig;
 use crate::error::IpvsError;
 use crate::kernel::{IpvsKernel, LocalAddress};
@@ -22,7 +23,6 @@ use crate::ops::{self, Draining, Plan};
 use crate::programmed::{Delta, FamilyEntry, Programmed};
 use crate::render::{self, FamilyContext, MARK_MASK, PortObjects};
 use crate::rules;
-use crate::cleanup::NODE_PORT_SETS;
 use crate::sets;
 
 /// The dummy link the service addresses are bound to (upstream's name).
@@ -268,12 +268,7 @@ impl IpvsDataplane {
                     ops::converge_existing(&mut plan, server, &reals, wanted, &mut draining);
                 }
                 None => {
-                    if self.owns(
-                        &key,
-                        &bound,
-                        &local_set,
-                        &node_ports,
-                    ) {
+                    if self.owns(&key, &bound, &local_set, &node_ports) {
                         let reals: Vec<_> = self
                             .kernel
                             .real_servers(&key)

@@ -64,7 +64,10 @@ impl FakeIpvs {
             .map(|(key, (vs, reals))| {
                 (
                     *key,
-                    (vs.clone(), reals.values().map(|status| status.server).collect()),
+                    (
+                        vs.clone(),
+                        reals.values().map(|status| status.server).collect(),
+                    ),
                 )
             })
             .collect()
@@ -188,11 +191,7 @@ impl FakeIpvs {
                     .insert((*entry).to_owned());
             }
             ["del", name, entry, ..] => {
-                state
-                    .sets
-                    .get_mut(*name)
-                    .ok_or_else(refuse)?
-                    .remove(*entry);
+                state.sets.get_mut(*name).ok_or_else(refuse)?.remove(*entry);
             }
             ["flush", name] => state.sets.get_mut(*name).ok_or_else(refuse)?.clear(),
             ["destroy", name] => {

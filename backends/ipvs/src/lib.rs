@@ -5,16 +5,16 @@
 mod cleanup;
 mod config;
 mod dataplane;
+mod error;
 mod fake;
+mod kernel;
 mod marks;
+pub mod model;
 mod ops;
 mod programmed;
 mod render;
 mod rules;
 mod sets;
-mod error;
-mod kernel;
-pub mod model;
 
 pub use config::{IpvsConfig, SCHEDULERS, Scheduler, Timeouts, UnknownScheduler};
 pub use dataplane::{DUMMY_LINK, IpvsDataplane, SyncReport};

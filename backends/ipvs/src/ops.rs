@@ -139,13 +139,17 @@ pub(crate) fn change_service(
         (None, Some(after)) => plan.add_service(after),
         (Some(before), None) => {
             let mut reals: Vec<RealServer> = before.reals.iter().copied().collect();
-            reals.extend(draining.remove(&key).into_iter().flatten().map(|(addr, port)| {
-                RealServer {
-                    addr,
-                    port,
-                    weight: 0,
-                }
-            }));
+            reals.extend(
+                draining
+                    .remove(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|(addr, port)| RealServer {
+                        addr,
+                        port,
+                        weight: 0,
+                    }),
+            );
             plan.delete_service(&before.server, &reals);
         }
         (Some(before), Some(after)) => {

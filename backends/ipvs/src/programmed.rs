@@ -48,7 +48,9 @@ pub(crate) type ServiceChange<'a> = (
 impl Programmed {
     /// Every virtual server wanted.
     pub(crate) fn services(&self) -> impl Iterator<Item = (&ServiceKey, &DesiredService)> {
-        self.services.iter().map(|(key, (service, _))| (key, service))
+        self.services
+            .iter()
+            .map(|(key, (service, _))| (key, service))
     }
 
     /// The virtual server `key`, when wanted.

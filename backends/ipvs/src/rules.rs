@@ -226,4 +226,3 @@ pub(crate) fn short_circuit_rules<'r>(
 pub(crate) fn jump_rule(target: &str) -> String {
     format!("-j {target}")
 }
-

@@ -48,12 +48,20 @@ impl fmt::Display for ServiceKey {
                 protocol,
                 addr: IpAddr::V6(addr),
                 port,
-            } => write!(f, "{} [{addr}]:{port}", protocol.as_lower_str().to_uppercase()),
+            } => write!(
+                f,
+                "{} [{addr}]:{port}",
+                protocol.as_lower_str().to_uppercase()
+            ),
             ServiceKey::Address {
                 protocol,
                 addr,
                 port,
-            } => write!(f, "{} {addr}:{port}", protocol.as_lower_str().to_uppercase()),
+            } => write!(
+                f,
+                "{} {addr}:{port}",
+                protocol.as_lower_str().to_uppercase()
+            ),
             ServiceKey::Fwmark { family, mark } => write!(f, "FWM {mark:#x} {family}"),
         }
     }

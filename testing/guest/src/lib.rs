@@ -330,7 +330,13 @@ pub fn run_test_in_guest(name: &str, timeout: Duration) -> GuestOutput {
     let out = guest
         .run(
             &exe,
-            &[name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"],
+            &[
+                name,
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ],
             timeout,
         )
         .unwrap_or_else(|e| panic!("the guest did not run {name}: {e}"));

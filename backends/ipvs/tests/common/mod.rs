@@ -3,6 +3,9 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 #![allow(missing_docs, unreachable_pub, reason = "test helpers")]
 
+pub mod edits;
+pub mod snapshot;
+
 use kproxy_conformance::DataplaneFactory;
 use kproxy_core::{Dataplane, ProxyConfig};
 use kproxy_iptables::{IptablesCommand, Tool, Variant};

@@ -7,6 +7,7 @@
 #   scripts/demo.sh                                   # nftables mode (the default)
 #   scripts/demo.sh --proxy-mode iptables             # iptables mode, variant detected
 #   scripts/demo.sh --proxy-mode iptables --iptables-variant legacy
+#   scripts/demo.sh --proxy-mode ipvs          # needs a kernel with IPVS (the test guest has one)
 #
 # The environment variables PROXY_MODE and IPTABLES_VARIANT do the same as the flags (the
 # flags win). Binaries go to $CARGO_TARGET_DIR (default ./target).
@@ -26,8 +27,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$mode" in
-  nftables|iptables) ;;
-  *) echo "demo: --proxy-mode must be nftables or iptables, not $mode" >&2; exit 2 ;;
+  nftables|iptables|ipvs) ;;
+  *) echo "demo: --proxy-mode must be nftables, iptables or ipvs, not $mode" >&2; exit 2 ;;
 esac
 case "$variant" in
   auto|nft|legacy) ;;

@@ -3,7 +3,9 @@
 //! client), runs kube-proxy on the node with `--manifests`, sends traffic to every Service's
 //! cluster IP and node port, prints how it spread over the pods, then stops kube-proxy with
 //! SIGTERM and removes everything. `--proxy-mode iptables` (with `--iptables-variant`) runs
-//! kube-proxy in iptables mode; the default is nftables.
+//! kube-proxy in iptables mode, `--proxy-mode ipvs` in IPVS mode (its helper rules take the
+//! same variant flag; it needs a kernel with IPVS, e.g. the test guest); the default is
+//! nftables.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -32,10 +34,10 @@ struct Args {
     /// Requests per destination.
     #[arg(long, default_value_t = 60)]
     requests: usize,
-    /// kube-proxy's `--proxy-mode`: nftables or iptables.
+    /// kube-proxy's `--proxy-mode`: nftables, iptables or ipvs.
     #[arg(long, default_value = "nftables")]
     proxy_mode: String,
-    /// In iptables mode, kube-proxy's `--iptables-variant`: auto, nft or legacy.
+    /// In iptables and IPVS mode, kube-proxy's `--iptables-variant`: auto, nft or legacy.
     #[arg(long, default_value = "auto")]
     iptables_variant: String,
     /// A manifests file or directory (Services, EndpointSlices, a Node).
@@ -148,7 +150,7 @@ async fn run(args: &Args) -> Result<()> {
         "--proxy-mode",
         args.proxy_mode.as_str(),
     ];
-    if args.proxy_mode == "iptables" {
+    if args.proxy_mode == "iptables" || args.proxy_mode == "ipvs" {
         source.extend(["--iptables-variant", args.iptables_variant.as_str()]);
     }
     let proxy = ProxyProcess::start(

@@ -132,8 +132,8 @@ impl<'a> Attributes<'a> {
 }
 
 /// Iterates over the attributes in `bytes`: `(kind without flags, payload)`. Stops at the first
-/// malformed attribute.
-pub(crate) fn iter(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+/// malformed attribute. Decoders of nested attributes read a nest's payload with it.
+pub fn iter(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut rest = bytes;
     std::iter::from_fn(move || {
         if rest.len() < 4 {

@@ -32,7 +32,7 @@ mod error;
 mod messages;
 mod socket;
 
-pub use attributes::{Attributes, MAX_ATTRIBUTE_LEN};
+pub use attributes::{Attributes, MAX_ATTRIBUTE_LEN, iter as parse_attributes};
 pub use error::{KernelError, NetlinkError};
 pub use messages::{HEADER_LEN, MessageBuffer, Reply, parse_replies};
 pub use socket::{DEFAULT_TIMEOUT, Namespace, NetlinkSocket};
@@ -55,6 +55,8 @@ pub const NLM_F_APPEND: u16 = 0x800;
 pub const NLMSG_ERROR: u16 = 0x2;
 /// `NLMSG_DONE`: the end of a dump.
 pub const NLMSG_DONE: u16 = 0x3;
+/// `NETLINK_ROUTE`: links, addresses, routes.
+pub const NETLINK_ROUTE: isize = 0;
 /// `NETLINK_NETFILTER`: nf_tables, conntrack, ipset.
 pub const NETLINK_NETFILTER: isize = 12;
 /// `NETLINK_GENERIC`: IPVS and other generic-netlink families.

@@ -1,0 +1,407 @@
+//! [`NetlinkIpvs`]: the real kernel. IPVS over generic netlink, ipset entries over
+//! nfnetlink, the dummy link and its addresses over rtnetlink, each on a socket bound to the
+//! namespace; whole ipsets and sysctls through the tools, run in the namespace.
+
+mod exchange;
+mod genl;
+mod ipset;
+mod ipvs;
+mod route;
+mod tool;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use kproxy_netlink::{
+    KernelError, NETLINK_GENERIC, NETLINK_NETFILTER, NETLINK_ROUTE, Namespace, NetlinkError,
+    NetlinkSocket,
+};
+
+use crate::config::Timeouts;
+use crate::error::IpvsError;
+use crate::kernel::{ApplyError, IpvsKernel, LocalAddress};
+use crate::model::{IpvsOp, RealServerStatus, ServiceKey, SetOp, VirtualServer};
+
+use self::exchange::{BATCH_MESSAGES, Batch};
+use self::tool::Tools;
+
+/// `ENOENT`: the controller's answer for a family that is not registered.
+const ENOENT: i32 = 2;
+/// `ENODEV`: no such link.
+const ENODEV: i32 = 19;
+
+/// The real kernel side of the IPVS mode, in one network namespace.
+///
+/// The sockets are opened at first use (and again after one failed on its transport: a
+/// timeout or an overrun leaves answers in it that nobody will read).
+#[derive(Debug)]
+pub struct NetlinkIpvs {
+    namespace: Namespace,
+    tools: Tools,
+    generic: Option<NetlinkSocket>,
+    ipvs_family: Option<u16>,
+    netfilter: Option<NetlinkSocket>,
+    route: Option<NetlinkSocket>,
+}
+
+impl NetlinkIpvs {
+    /// Programs the calling thread's network namespace.
+    pub fn current_netns() -> Self {
+        Self::with_namespace(Namespace::Current, Tools::new(None))
+    }
+
+    /// Programs the network namespace `/run/netns/NAME` (as `ip netns add NAME` makes it).
+    pub fn in_netns(name: &str) -> Self {
+        Self::with_namespace(Namespace::Named(name.to_owned()), Tools::new(Some(name)))
+    }
+
+    fn with_namespace(namespace: Namespace, tools: Tools) -> Self {
+        Self {
+            namespace,
+            tools,
+            generic: None,
+            ipvs_family: None,
+            netfilter: None,
+            route: None,
+        }
+    }
+
+    /// The generic-netlink socket and IPVS's family id, resolving it once.
+    fn ipvs(&mut self) -> Result<(&mut NetlinkSocket, u16), IpvsError> {
+        let what = || "resolve the generic netlink family IPVS".to_owned();
+        let socket =
+            open(&mut self.generic, NETLINK_GENERIC, &self.namespace).map_err(|source| {
+                IpvsError::Netlink {
+                    what: what(),
+                    source,
+                }
+            })?;
+        let family = match self.ipvs_family {
+            Some(family) => family,
+            None => {
+                let family =
+                    genl::resolve_family(socket, ipvs::FAMILY_NAME).map_err(
+                        |source| match &source {
+                            NetlinkError::Kernel(kernel) if kernel.errno == ENOENT => {
+                                IpvsError::NoIpvs(source)
+                            }
+                            _ => IpvsError::Netlink {
+                                what: what(),
+                                source,
+                            },
+                        },
+                    )?;
+                self.ipvs_family = Some(family);
+                family
+            }
+        };
+        Ok((socket, family))
+    }
+
+    /// Runs `request` on the IPVS socket; a broken socket is dropped.
+    fn on_ipvs<T>(
+        &mut self,
+        what: impl FnOnce() -> String,
+        request: impl FnOnce(&mut NetlinkSocket, u16) -> Result<T, NetlinkError>,
+    ) -> Result<T, IpvsError> {
+        let (socket, family) = self.ipvs()?;
+        let result = request(socket, family);
+        forget_if_broken(&mut self.generic, &result);
+        result.map_err(|source| IpvsError::Netlink {
+            what: what(),
+            source,
+        })
+    }
+
+    /// Runs `request` on the rtnetlink socket; a broken socket is dropped.
+    fn on_route<T>(
+        &mut self,
+        what: impl FnOnce() -> String,
+        request: impl FnOnce(&mut NetlinkSocket) -> Result<T, NetlinkError>,
+    ) -> Result<T, IpvsError> {
+        let result = open(&mut self.route, NETLINK_ROUTE, &self.namespace).and_then(request);
+        forget_if_broken(&mut self.route, &result);
+        result.map_err(|source| IpvsError::Netlink {
+            what: what(),
+            source,
+        })
+    }
+
+    /// Sends one IPVS request and waits for its answer.
+    fn apply_one(&mut self, op: &IpvsOp) -> Result<(), IpvsError> {
+        self.on_ipvs(
+            || op.to_string(),
+            |socket, family| {
+                let mut batch = Batch::new(socket, 1);
+                ipvs::push_op(batch.buffer(), family, op)?;
+                match batch.send(socket)?.pop() {
+                    Some(Err(error)) => Err(NetlinkError::Kernel(error)),
+                    _ => Ok(()),
+                }
+            },
+        )
+    }
+}
+
+/// The socket in `slot`, opened first if it is not.
+fn open<'a>(
+    slot: &'a mut Option<NetlinkSocket>,
+    protocol: isize,
+    namespace: &Namespace,
+) -> Result<&'a mut NetlinkSocket, NetlinkError> {
+    if slot.is_none() {
+        *slot = Some(NetlinkSocket::open(protocol, namespace)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| NetlinkError::Malformed("socket vanished".into()))
+}
+
+/// Drops the socket after an error of its transport (not after a refusal: the kernel
+/// answered, and the socket is in order).
+fn forget_if_broken<T>(slot: &mut Option<NetlinkSocket>, result: &Result<T, NetlinkError>) {
+    if let Err(error) = result
+        && !matches!(error, NetlinkError::Kernel(_))
+    {
+        *slot = None;
+    }
+}
+
+/// What ipset's own errnos (above 4096, which the system cannot describe) mean, as the
+/// `ipset` tool says it.
+fn ipset_reason(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        4097 => "kernel error received: ipset protocol error",
+        4098 => "the set type is not supported",
+        4102 => "the set's type does not match the entry",
+        4104 => "the CIDR is invalid",
+        4106 => "the address family is invalid",
+        4108 => "an IPv4 address was expected",
+        4109 => "an IPv6 address was expected",
+        4352.. => "the entry does not fit the set's type",
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl IpvsKernel for NetlinkIpvs {
+    async fn check(&mut self) -> Result<(), IpvsError> {
+        self.ipvs()?;
+        self.tools.run("ipset", &["version"], None).await.map(drop)
+    }
+
+    async fn virtual_servers(&mut self) -> Result<Vec<VirtualServer>, IpvsError> {
+        let answers = self.on_ipvs(
+            || "list IPVS virtual servers".to_owned(),
+            |socket, family| exchange::dump(socket, family, &ipvs::service_dump_header(), |_| {}),
+        )?;
+        answers
+            .iter()
+            .map(|payload| ipvs::decode_service(payload))
+            .collect()
+    }
+
+    async fn real_servers(&mut self, key: &ServiceKey) -> Result<Vec<RealServerStatus>, IpvsError> {
+        let answers = self.on_ipvs(
+            || format!("list real servers of {key}"),
+            |socket, family| {
+                exchange::dump(socket, family, &ipvs::dest_dump_header(), |w| {
+                    ipvs::write_dest_dump(w, key);
+                })
+            },
+        )?;
+        answers
+            .iter()
+            .map(|payload| ipvs::decode_dest(payload, key.family()))
+            .collect()
+    }
+
+    /// One request per write: the kernel goes on after a refused message of a write, so
+    /// with several per write the ops after a refused one would be applied unseen.
+    async fn apply(&mut self, ops: &[IpvsOp]) -> Result<(), ApplyError> {
+        for (applied, op) in ops.iter().enumerate() {
+            self.apply_one(op)
+                .map_err(|error| ApplyError { applied, error })?;
+        }
+        Ok(())
+    }
+
+    async fn link_addresses(&mut self, name: &str) -> Result<Option<Vec<IpAddr>>, IpvsError> {
+        self.on_route(
+            || format!("list the addresses of link {name}"),
+            |socket| {
+                let Some(index) = route::link_index(socket, name)? else {
+                    return Ok(None);
+                };
+                let addresses = route::addresses(socket)?
+                    .into_iter()
+                    .filter(|(link, _)| *link == index)
+                    .map(|(_, addr)| addr)
+                    .collect();
+                Ok(Some(addresses))
+            },
+        )
+    }
+
+    async fn ensure_dummy_link(&mut self, name: &str) -> Result<(), IpvsError> {
+        self.on_route(
+            || format!("create dummy link {name}"),
+            |socket| route::create_dummy(socket, name),
+        )
+    }
+
+    async fn delete_link(&mut self, name: &str) -> Result<bool, IpvsError> {
+        self.on_route(
+            || format!("delete link {name}"),
+            |socket| route::delete_link(socket, name),
+        )
+    }
+
+    async fn change_link_addresses(
+        &mut self,
+        name: &str,
+        add: &[IpAddr],
+        remove: &[IpAddr],
+    ) -> Result<(), IpvsError> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let index = self
+            .on_route(
+                || format!("look up link {name}"),
+                |socket| route::link_index(socket, name),
+            )?
+            .ok_or_else(|| IpvsError::Netlink {
+                what: format!("change the addresses of link {name}"),
+                source: NetlinkError::Kernel(KernelError {
+                    errno: ENODEV,
+                    message: Some(format!("no link {name}")),
+                    offset: None,
+                }),
+            })?;
+        for addr in remove {
+            self.on_route(
+                || format!("remove address {addr} from link {name}"),
+                |socket| route::remove_address(socket, index, *addr),
+            )?;
+        }
+        for addr in add {
+            self.on_route(
+                || format!("add address {addr} to link {name}"),
+                |socket| route::add_address(socket, index, *addr),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn local_addresses(&mut self) -> Result<Vec<LocalAddress>, IpvsError> {
+        self.on_route(
+            || "list the namespace's addresses".to_owned(),
+            |socket| {
+                let names: HashMap<u32, String> = route::links(socket)?.into_iter().collect();
+                let mut addresses: Vec<LocalAddress> = route::addresses(socket)?
+                    .into_iter()
+                    .filter_map(|(index, addr)| {
+                        Some(LocalAddress {
+                            link: names.get(&index)?.clone(),
+                            addr,
+                        })
+                    })
+                    .collect();
+                addresses.sort();
+                Ok(addresses)
+            },
+        )
+    }
+
+    async fn list_sets(&mut self) -> Result<BTreeMap<String, Vec<String>>, IpvsError> {
+        let saved = self.tools.run("ipset", &["save"], None).await?;
+        Ok(ipset::parse_save(&String::from_utf8_lossy(&saved)))
+    }
+
+    /// `ipset restore -exist`: creating a set that exists with the same type and options,
+    /// adding an entry that is there or deleting one that is not is no error, so a script
+    /// can be replayed after a partial failure.
+    async fn restore_sets(&mut self, script: &str) -> Result<(), IpvsError> {
+        self.tools
+            .run("ipset", &["restore", "-exist"], Some(script))
+            .await
+            .map(drop)
+    }
+
+    /// Many entries per write, each with its own answer; the first refusal is returned (the
+    /// entries after it in the same write were still sent).
+    async fn update_sets(&mut self, ops: &[SetOp]) -> Result<(), IpvsError> {
+        for chunk in ops.chunks(BATCH_MESSAGES) {
+            let result =
+                open(&mut self.netfilter, NETLINK_NETFILTER, &self.namespace).and_then(|socket| {
+                    let mut batch = Batch::new(socket, chunk.len());
+                    for op in chunk {
+                        ipset::push_op(batch.buffer(), op)?;
+                    }
+                    batch.send(socket)
+                });
+            forget_if_broken(&mut self.netfilter, &result);
+            let describe = |op: &SetOp| {
+                let (verb, preposition) = if op.add {
+                    ("add", "to")
+                } else {
+                    ("delete", "from")
+                };
+                format!("{verb} {} {preposition} ipset {}", op.entry, op.set.name)
+            };
+            let answers = result.map_err(|source| IpvsError::Netlink {
+                what: format!(
+                    "update ipsets ({} entries from {})",
+                    chunk.len(),
+                    describe(&chunk[0])
+                ),
+                source,
+            })?;
+            for (op, answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Err(error) if error.errno != ipset::IPSET_ERR_EXIST => {
+                        let mut error = error;
+                        if error.message.is_none() {
+                            error.message = ipset_reason(error.errno).map(str::to_owned);
+                        }
+                        return Err(IpvsError::Netlink {
+                            what: describe(op),
+                            source: NetlinkError::Kernel(error),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_timeouts(&mut self, timeouts: &Timeouts) -> Result<(), IpvsError> {
+        if !timeouts.any() {
+            return Ok(());
+        }
+        self.on_ipvs(
+            || format!("set IPVS timeouts {timeouts:?}"),
+            |socket, family| {
+                exchange::request(socket, family, 0, &ipvs::set_config_header(), |w| {
+                    ipvs::write_timeouts(w, timeouts);
+                })
+                .map(drop)
+            },
+        )
+    }
+
+    async fn set_sysctls(&mut self, settings: &[(&str, &str)]) -> Result<(), IpvsError> {
+        if settings.is_empty() {
+            return Ok(());
+        }
+        let assignments: Vec<String> = settings
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let mut args = vec!["-q", "-w"];
+        args.extend(assignments.iter().map(String::as_str));
+        self.tools.run("sysctl", &args, None).await.map(drop)
+    }
+}

@@ -24,6 +24,17 @@ pub enum IpvsError {
         #[source]
         source: NetlinkError,
     },
+    /// ipset refused an entry with one of its own error codes (above 4096, which the system
+    /// has no text for); `reason` is what the `ipset` tool says of the code.
+    #[error("{what}: ipset error {code}: {reason}")]
+    IpsetRefused {
+        /// The change and its set (`add 10.0.0.1 to ipset KUBE-CLUSTER-IP`).
+        what: String,
+        /// ipset's error code (`IPSET_ERR_*`).
+        code: i32,
+        /// What it means.
+        reason: String,
+    },
     /// A tool (`ipset`, `sysctl`, `ip`) could not be started.
     #[error("could not run {tool}: {source}")]
     Spawn {

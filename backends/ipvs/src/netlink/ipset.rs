@@ -153,3 +153,100 @@ pub(crate) fn parse_save(text: &str) -> BTreeMap<String, Vec<String>> {
     }
     sets
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kproxy_netlink::HEADER_LEN;
+
+    fn encode(op: &SetOp) -> Vec<u8> {
+        let mut buffer = MessageBuffer::new(1);
+        push_op(&mut buffer, op).unwrap();
+        buffer.bytes().to_vec()
+    }
+
+    fn spec(name: &'static str, kind: SetKind, family: IpFamily) -> SetSpec {
+        SetSpec {
+            name,
+            kind,
+            family,
+            comment: "",
+        }
+    }
+
+    use crate::model::SetSpec;
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn an_ipv4_ip_port_entry_is_laid_out_as_ip_set_h_says() {
+        let op = SetOp {
+            set: spec("KUBE-CLUSTER-IP", SetKind::HashIpPort, IpFamily::V4),
+            entry: SetEntry::parse(SetKind::HashIpPort, "172.30.0.1,tcp:80").unwrap(),
+            add: true,
+        };
+        let bytes = encode(&op);
+        let mut want = vec![80, 0, 0, 0, 9, 6, 5, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        want.extend([2, 0, 0, 0]); // NFPROTO_IPV4, NFNETLINK_V0, res_id
+        want.extend([5, 0, 1, 0, 6, 0, 0, 0]); // IPSET_ATTR_PROTOCOL
+        want.extend([20, 0, 2, 0]);
+        want.extend(b"KUBE-CLUSTER-IP\0");
+        want.extend([32, 0, 7, 0x80]); // IPSET_ATTR_DATA
+        want.extend([12, 0, 1, 0x80, 8, 0, 1, 0x40, 172, 30, 0, 1]); // IP { IPV4 }
+        want.extend([6, 0, 4, 0x40, 0, 80, 0, 0]); // port, network byte order
+        want.extend([5, 0, 7, 0, 6, 0, 0, 0]); // IPPROTO_TCP
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn an_ipv6_ip_port_net_entry_carries_the_network_and_its_prefix() {
+        let op = SetOp {
+            set: spec("KUBE-6-LB-SRC", SetKind::HashIpPortNet, IpFamily::V6),
+            entry: SetEntry::parse(SetKind::HashIpPortNet, "fd00::4,udp:53,fd01::/64").unwrap(),
+            add: false,
+        };
+        let bytes = encode(&op);
+        assert_eq!(&bytes[4..6], &[10, 6]); // IPSET_CMD_DEL
+        assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 4], &[10, 0, 0, 0]); // NFPROTO_IPV6
+        let data = &bytes[HEADER_LEN + 4 + 8 + 20..];
+        let mut want = vec![76, 0, 7, 0x80];
+        want.extend([24, 0, 1, 0x80, 20, 0, 2, 0x40, 0xfd, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend([0, 0, 0, 0, 0, 0, 0, 4]);
+        want.extend([6, 0, 4, 0x40, 0, 53, 0, 0]);
+        want.extend([5, 0, 7, 0, 17, 0, 0, 0]);
+        want.extend([24, 0, 20, 0x80, 20, 0, 2, 0x40, 0xfd, 1, 0, 0, 0, 0, 0, 0]);
+        want.extend([0, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend([5, 0, 21, 0, 64, 0, 0, 0]); // IPSET_ATTR_CIDR2
+        assert_eq!(data, want);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn a_port_entry_is_a_port_alone() {
+        let op = SetOp {
+            set: spec("KUBE-NODE-PORT-TCP", SetKind::BitmapPort, IpFamily::V6),
+            entry: SetEntry::Port(30080),
+            add: true,
+        };
+        let bytes = encode(&op);
+        assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 4], &[2, 0, 0, 0]);
+        assert!(bytes.ends_with(&[12, 0, 7, 0x80, 6, 0, 4, 0x40, 0x75, 0x80, 0, 0]));
+    }
+
+    #[test]
+    fn a_save_is_read_into_the_kube_sets_and_their_members() {
+        let saved = "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536\n\
+                     add KUBE-CLUSTER-IP 10.96.0.1,tcp:443\n\
+                     add KUBE-CLUSTER-IP 10.96.0.10,udp:53\n\
+                     create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024\n\
+                     create OTHER hash:ip family inet\n\
+                     add OTHER 1.2.3.4\n";
+        let sets = parse_save(saved);
+        assert_eq!(sets.len(), 2);
+        assert_eq!(
+            sets["KUBE-CLUSTER-IP"],
+            ["10.96.0.1,tcp:443", "10.96.0.10,udp:53"]
+        );
+        assert!(sets["KUBE-LOOP-BACK"].is_empty());
+    }
+}

@@ -338,3 +338,183 @@ pub(crate) fn decode_dest(payload: &[u8], family: IpFamily) -> Result<RealServer
         inactive,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FLAG_PERSISTENT, FLAG_SCHED2};
+    use kproxy_netlink::HEADER_LEN;
+
+    const FAMILY: u16 = 0x20;
+
+    fn encode(op: &IpvsOp) -> Vec<u8> {
+        let mut buffer = MessageBuffer::new(7);
+        push_op(&mut buffer, FAMILY, op).unwrap();
+        buffer.bytes().to_vec()
+    }
+
+    fn tcp_v4() -> ServiceKey {
+        ServiceKey::Address {
+            protocol: Protocol::Tcp,
+            addr: "10.96.0.10".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    fn udp_v6() -> ServiceKey {
+        ServiceKey::Address {
+            protocol: Protocol::Udp,
+            addr: "fd00::10".parse().unwrap(),
+            port: 53,
+        }
+    }
+
+    fn service(key: ServiceKey, scheduler: &str, flags: u32, timeout: u32) -> VirtualServer {
+        VirtualServer {
+            key,
+            scheduler: scheduler.into(),
+            flags,
+            timeout,
+        }
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn a_new_ipv4_service_is_laid_out_as_ip_vs_h_says() {
+        let bytes = encode(&IpvsOp::AddService(service(tcp_v4(), "rr", 0, 0)));
+        let mut want = vec![104, 0, 0, 0, 0x20, 0, 5, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        want.extend([1, 1, 0, 0]); // IPVS_CMD_NEW_SERVICE, version 1
+        want.extend([84, 0, 1, 0x80]); // IPVS_CMD_ATTR_SERVICE, nested
+        want.extend([6, 0, 1, 0, 2, 0, 0, 0]); // AF_INET
+        want.extend([6, 0, 2, 0, 6, 0, 0, 0]); // IPPROTO_TCP
+        want.extend([20, 0, 3, 0, 10, 96, 0, 10]); // address, then 12 zero bytes
+        want.extend([0; 12]);
+        want.extend([6, 0, 4, 0, 0, 80, 0, 0]); // port, big endian
+        want.extend([7, 0, 6, 0, b'r', b'r', 0, 0]); // scheduler
+        want.extend([12, 0, 7, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]); // flags, mask
+        want.extend([8, 0, 8, 0, 0, 0, 0, 0]); // timeout
+        want.extend([8, 0, 9, 0, 0xff, 0xff, 0xff, 0xff]); // netmask
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn a_new_ipv6_destination_carries_its_service_and_masquerade() {
+        let server = RealServer {
+            addr: "fd00::1:5".parse().unwrap(),
+            port: 5353,
+            weight: 1,
+        };
+        let bytes = encode(&IpvsOp::AddServer(udp_v6(), server));
+        let mut want = vec![140, 0, 0, 0, 0x20, 0, 5, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        want.extend([5, 1, 0, 0]); // IPVS_CMD_NEW_DEST
+        want.extend([48, 0, 1, 0x80]);
+        want.extend([6, 0, 1, 0, 10, 0, 0, 0]); // AF_INET6
+        want.extend([6, 0, 2, 0, 17, 0, 0, 0]); // IPPROTO_UDP
+        want.extend([
+            20, 0, 3, 0, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ]);
+        want.extend([6, 0, 4, 0, 0, 53, 0, 0]);
+        want.extend([72, 0, 2, 0x80]); // IPVS_CMD_ATTR_DEST
+        want.extend([
+            20, 0, 1, 0, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 5,
+        ]);
+        want.extend([6, 0, 2, 0, 0x14, 0xe9, 0, 0]); // 5353
+        want.extend([8, 0, 3, 0, 0, 0, 0, 0]); // IP_VS_CONN_F_MASQ
+        want.extend([8, 0, 4, 0, 1, 0, 0, 0]); // weight
+        want.extend([8, 0, 5, 0, 0, 0, 0, 0]); // upper threshold
+        want.extend([8, 0, 6, 0, 0, 0, 0, 0]); // lower threshold
+        want.extend([6, 0, 11, 0, 10, 0, 0, 0]); // the destination's family
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn services_decode_to_what_was_encoded() {
+        let services = [
+            service(tcp_v4(), "rr", 0, 0),
+            service(udp_v6(), "wrr", FLAG_PERSISTENT, 10800),
+            service(
+                ServiceKey::Fwmark {
+                    family: IpFamily::V4,
+                    mark: 0x4000,
+                },
+                "mh",
+                FLAG_SCHED2,
+                0,
+            ),
+            service(
+                ServiceKey::Address {
+                    protocol: Protocol::Sctp,
+                    addr: "fd00::20".parse().unwrap(),
+                    port: 9,
+                },
+                "sh",
+                0,
+                0,
+            ),
+        ];
+        for vs in services {
+            let bytes = encode(&IpvsOp::AddService(vs.clone()));
+            assert_eq!(decode_service(&bytes[HEADER_LEN..]).unwrap(), vs);
+        }
+    }
+
+    #[test]
+    fn a_listed_service_loses_the_kernels_hashed_flag() {
+        let mut listed = service(tcp_v4(), "rr", FLAG_PERSISTENT, 60);
+        listed.flags |= FLAG_HASHED;
+        let bytes = encode(&IpvsOp::EditService(listed));
+        let decoded = decode_service(&bytes[HEADER_LEN..]).unwrap();
+        assert_eq!(decoded, service(tcp_v4(), "rr", FLAG_PERSISTENT, 60));
+    }
+
+    #[test]
+    fn destinations_decode_to_what_was_encoded() {
+        for (key, addr) in [(tcp_v4(), "10.1.0.5"), (udp_v6(), "fd00::1:5")] {
+            let server = RealServer {
+                addr: addr.parse().unwrap(),
+                port: 8080,
+                weight: 0,
+            };
+            let bytes = encode(&IpvsOp::EditServer(key, server));
+            let status = decode_dest(&bytes[HEADER_LEN..], key.family()).unwrap();
+            assert_eq!(
+                status,
+                RealServerStatus {
+                    server,
+                    active: 0,
+                    inactive: 0
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_without_its_nest_is_malformed() {
+        let error = decode_service(&[4, 1, 0, 0]).unwrap_err();
+        assert!(matches!(error, IpvsError::Malformed(_)), "{error}");
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn only_the_timeouts_that_are_set_are_sent() {
+        let mut buffer = MessageBuffer::new(1);
+        let timeouts = Timeouts {
+            tcp: Some(Duration::from_secs(900)),
+            tcp_fin: None,
+            udp: Some(Duration::from_secs(300)),
+        };
+        buffer
+            .push(FAMILY, 5, &set_config_header(), |w| {
+                write_timeouts(w, &timeouts)
+            })
+            .unwrap();
+        let body = &buffer.bytes()[HEADER_LEN..];
+        assert_eq!(
+            body,
+            [
+                12, 1, 0, 0, 8, 0, 4, 0, 0x84, 3, 0, 0, 8, 0, 6, 0, 0x2c, 1, 0, 0
+            ]
+        );
+    }
+}

@@ -167,20 +167,48 @@ fn forget_if_broken<T>(slot: &mut Option<NetlinkSocket>, result: &Result<T, Netl
     }
 }
 
-/// What ipset's own errnos (above 4096, which the system cannot describe) mean, as the
-/// `ipset` tool says it.
-fn ipset_reason(errno: i32) -> Option<&'static str> {
-    Some(match errno {
-        4097 => "kernel error received: ipset protocol error",
+/// What ipset's own error codes (`enum ipset_errno` of `ip_set.h`) mean, in the words of
+/// the `ipset` tool; `None` for an ordinary errno, which the system describes.
+fn ipset_reason(code: i32) -> Option<&'static str> {
+    Some(match code {
+        4097 => "protocol error: an attribute the set's type does not take, or of another family",
         4098 => "the set type is not supported",
-        4102 => "the set's type does not match the entry",
+        4099 => "the maximum number of sets is reached",
+        4100 => "the set is busy",
+        4101 => "the set to swap with does not exist",
+        4102 => "the sets' types do not match",
+        4103 => "the element exists (add) or does not (delete)",
         4104 => "the CIDR is invalid",
+        4105 => "the netmask is invalid",
         4106 => "the address family is invalid",
-        4108 => "an IPv4 address was expected",
-        4109 => "an IPv6 address was expected",
+        4107 => "the set has no timeout support",
+        4108 => "the set is referenced and cannot be destroyed",
+        4109 => "an IPv4 address was expected",
+        4110 => "an IPv6 address was expected",
+        4111 => "the set has no counter support",
+        4112 => "the set has no comment support",
+        4113 => "the mark mask is invalid",
+        4114 => "the set has no skbinfo support",
+        4115 => "bitmask and netmask exclude each other",
         4352.. => "the entry does not fit the set's type",
+        4096.. => "unknown ipset error",
         _ => return None,
     })
+}
+
+/// An ipset refusal as the error that names it best.
+fn ipset_refusal(what: String, error: KernelError) -> IpvsError {
+    match ipset_reason(error.errno) {
+        Some(reason) => IpvsError::IpsetRefused {
+            what,
+            code: error.errno,
+            reason: error.message.unwrap_or_else(|| reason.to_owned()),
+        },
+        None => IpvsError::Netlink {
+            what,
+            source: NetlinkError::Kernel(error),
+        },
+    }
 }
 
 #[async_trait]
@@ -361,14 +389,7 @@ impl IpvsKernel for NetlinkIpvs {
             for (op, answer) in chunk.iter().zip(answers) {
                 match answer {
                     Err(error) if error.errno != ipset::IPSET_ERR_EXIST => {
-                        let mut error = error;
-                        if error.message.is_none() {
-                            error.message = ipset_reason(error.errno).map(str::to_owned);
-                        }
-                        return Err(IpvsError::Netlink {
-                            what: describe(op),
-                            source: NetlinkError::Kernel(error),
-                        });
+                        return Err(ipset_refusal(describe(op), error));
                     }
                     _ => {}
                 }

@@ -122,6 +122,17 @@ pub(crate) fn preflight(
     Ok(picked)
 }
 
+/// Checks that the kernel of `target` has IPVS. The backend's check then runs `ipset
+/// version`, which changes nothing; its failure is the build's preflight to report.
+pub(crate) fn require_kernel(target: &Target) -> Result<(), Error> {
+    match check_kernel(target) {
+        Ok(()) => Ok(()),
+        Err(error @ IpvsError::NoIpvs(_)) => Err(Error::IpvsKernel(chain(&error))),
+        // Whatever else failed is the tools' to say (the preflight of the build).
+        Err(_) => Ok(()),
+    }
+}
+
 /// Checks that the tools are installed, running none of them (nor asking the kernel).
 pub(crate) fn require_tools(options: &ModeOptions) -> Result<(), Error> {
     iptables::require_tools(&helper_rules_options(options))?;

@@ -142,6 +142,29 @@ pub fn require_tools(mode: Mode, options: &ModeOptions) -> Result<(), Error> {
     }
 }
 
+/// Checks only what `mode` needs of the kernel beyond its tools, changing nothing: for
+/// callers that must not run the mode's preflight in the namespace they check (the developer
+/// tools, in the machine's own namespace, where the legacy iptables tools would create
+/// tables); at most `ipset version` runs. ipvs: the kernel has IPVS (the generic
+/// netlink family `IPVS` resolves; IPVS is one kernel-wide module, so any namespace answers
+/// for all). The other modes need nothing beyond their tools.
+///
+/// # Errors
+///
+/// [`Error::IpvsKernel`] for a kernel without IPVS, or [`Error::NotBuilt`].
+pub fn require_kernel(mode: Mode, target: &Target) -> Result<(), Error> {
+    match mode {
+        #[cfg(feature = "ipvs")]
+        Mode::Ipvs => ipvs::require_kernel(target),
+        #[cfg(not(feature = "ipvs"))]
+        Mode::Ipvs => {
+            let _ = target;
+            Err(Error::NotBuilt(mode.name().to_owned()))
+        }
+        Mode::Nftables | Mode::Iptables => Ok(()),
+    }
+}
+
 /// Builds the dataplane of `mode` programming `target`, with the default [`ModeOptions`]
 /// (upstream's defaults), after its preflight.
 ///

@@ -31,7 +31,7 @@ pub(crate) async fn remove_all(
             let saved = SavedTable::parse(&iptables.save(*family, table).await?);
             for (jump_table, chain, target) in rules::JUMPS.iter().chain([&rules::FORWARD_JUMP]) {
                 let jump = rules::jump_rule(target);
-                if *jump_table == table && saved.rules(chain).iter().any(|rule| *rule == jump) {
+                if *jump_table == table && saved.rules(chain).contains(&jump) {
                     input.delete_rule(table, chain, &jump);
                 }
             }

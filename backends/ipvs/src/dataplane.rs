@@ -476,7 +476,7 @@ impl IpvsDataplane {
                 let jump = rules::jump_rule(target);
                 let has_jump = found[0]
                     .as_ref()
-                    .is_some_and(|rules| rules.iter().any(|rule| *rule == jump));
+                    .is_some_and(|rules| rules.contains(&jump));
                 if !has_jump || found[1].is_none() {
                     return Ok(Integrity::Damaged(format!(
                         "{family} {} {chain} no longer jumps to {target}",
@@ -566,7 +566,7 @@ fn add_missing_jumps(table: Table, saved: &SavedTable, input: &mut RestoreInput)
             continue;
         }
         let jump = rules::jump_rule(target);
-        if !saved.rules(chain).iter().any(|rule| *rule == jump) {
+        if !saved.rules(chain).contains(&jump) {
             if *chain == "FORWARD" {
                 input.append(table, chain, &jump);
             } else {

@@ -11,9 +11,12 @@ use crate::error::IpvsError;
 use crate::kernel::{ApplyError, IpvsKernel, LocalAddress};
 use crate::model::{IpvsOp, RealServer, RealServerStatus, ServiceKey, SetOp, VirtualServer};
 
+/// A virtual server and its real servers by address and port.
+type Listed = (VirtualServer, BTreeMap<(IpAddr, u16), RealServerStatus>);
+
 #[derive(Debug, Default)]
 struct State {
-    services: BTreeMap<ServiceKey, (VirtualServer, BTreeMap<(IpAddr, u16), RealServerStatus>)>,
+    services: BTreeMap<ServiceKey, Listed>,
     links: BTreeMap<String, BTreeSet<IpAddr>>,
     other_addresses: Vec<LocalAddress>,
     sets: BTreeMap<String, BTreeSet<String>>,

@@ -89,7 +89,7 @@ impl Programmed {
         if old.short_circuit != objects.short_circuit {
             delta.short_circuit.insert(family);
         }
-        for (service_key, _) in &old.services {
+        for service_key in old.services.keys() {
             self.touch_service(*service_key, delta);
             if let Some((_, count)) = self.services.get_mut(service_key) {
                 *count -= 1;

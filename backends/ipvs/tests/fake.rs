@@ -2,20 +2,23 @@
 //! incremental syncs equal to full ones under random changes, graceful termination, refused
 //! requests undone, drift noticed, cleanup that leaves others' virtual servers alone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use kproxy_core::{
     ChangeSet, ConversionOptions, Dataplane, Integrity, IpFamily, LocalTrafficDetector, NodeInfo,
     Protocol, ProxyConfig, ProxyState, ServiceChangeTracker,
 };
-use kproxy_iptables::{FakeIptables, Table, normalize};
+use kproxy_iptables::{FakeIptables, Table};
 use kproxy_ipvs::model::{FLAG_PERSISTENT, RealServer, ServiceKey, VirtualServer};
 use kproxy_ipvs::{DUMMY_LINK, FakeIpvs, IpvsConfig, IpvsDataplane, Scheduler};
 use kproxy_objects as objects;
 use proptest::prelude::*;
 
-const NODE: &str = "test-hostname";
+mod common;
+use common::edits::{apply_edit, edit};
+
+use common::edits::NODE;
 const NODE_IP: &str = "192.168.0.2";
 
 fn node() -> NodeInfo {
@@ -77,75 +80,15 @@ fn real(addr: &str, port: u16, weight: u32) -> RealServer {
     }
 }
 
-/// Everything the kernels hold, normalized: short-circuit marks renumbered in the order
-/// their rules list them (marks are handed out in the order ports appear, which differs
-/// between a full sync and a history of partial ones), draining real servers left out.
+/// Everything the kernels hold, normalized (see [`common::snapshot::normalized`]).
 fn snapshot(kernel: &Kernel) -> String {
-    let mangle = normalize(&kernel.iptables.saved(IpFamily::V4, Table::Mangle));
-    let mut marks: Vec<u32> = Vec::new();
-    for word in mangle.split_whitespace() {
-        if let Some(value) = word
-            .split('/')
-            .next()
-            .and_then(|v| v.strip_prefix("0x"))
-            .and_then(|v| u32::from_str_radix(v, 16).ok())
-        {
-            let mark = value & 0xffff_0000;
-            if mark != 0 && !marks.contains(&mark) {
-                marks.push(mark);
-            }
-        }
-    }
-    let canonical = |mark: u32| {
-        let high = mark & 0xffff_0000;
-        marks
-            .iter()
-            .position(|m| *m == high)
-            .map_or(mark, |i| ((i as u32 + 1) << 16) | (mark & 0xffff))
-    };
-    let mut out = String::new();
-    let listing: BTreeMap<String, (VirtualServer, BTreeSet<RealServer>)> = kernel
-        .ipvs
-        .listing()
-        .into_iter()
-        .map(|(key, (vs, reals))| {
-            let key = match key {
-                ServiceKey::Fwmark { family, mark } => ServiceKey::Fwmark {
-                    family,
-                    mark: canonical(mark),
-                },
-                other => other,
-            };
-            let reals = reals.into_iter().filter(|r| r.weight > 0).collect();
-            (key.to_string(), (VirtualServer { key, ..vs }, reals))
-        })
-        .collect();
-    for (key, (vs, reals)) in listing {
-        out.push_str(&format!(
-            "{key} {} flags {:#x} timeout {}\n",
-            vs.scheduler, vs.flags, vs.timeout
-        ));
-        for real in reals {
-            out.push_str(&format!("  -> {real} weight {}\n", real.weight));
-        }
-    }
-    out.push_str(&format!("link {:?}\n", kernel.ipvs.link(DUMMY_LINK)));
-    for (name, members) in kernel.ipvs.sets() {
-        out.push_str(&format!("set {name}: {members:?}\n"));
-    }
-    let mut renumbered = mangle.clone();
-    for (i, mark) in marks.iter().enumerate() {
-        renumbered = renumbered.replace(&format!("{mark:#x}/"), &format!("MARK{}/", i + 1));
-        renumbered = renumbered.replace(
-            &format!("{:#x}/", mark | 0x4000),
-            &format!("MARK{}+MASQ/", i + 1),
-        );
-    }
-    out.push_str(&renumbered);
-    for table in [Table::Nat, Table::Filter] {
-        out.push_str(&normalize(&kernel.iptables.saved(IpFamily::V4, table)));
-    }
-    out
+    common::snapshot::normalized(&common::snapshot::Holdings {
+        listing: kernel.ipvs.listing(),
+        link: kernel.ipvs.link(DUMMY_LINK),
+        sets: kernel.ipvs.sets(),
+        tables: [Table::Mangle, Table::Nat, Table::Filter]
+            .map(|table| kernel.iptables.saved(IpFamily::V4, table)),
+    })
 }
 
 async fn full_of(state: &ProxyState) -> String {
@@ -491,97 +434,6 @@ fn an_unknown_scheduler_is_refused_by_name() {
     );
     assert_eq!(Scheduler::parse("").unwrap(), Scheduler::round_robin());
     assert_eq!(Scheduler::parse("mh").unwrap().flags(), 0x10);
-}
-
-#[derive(Debug, Clone)]
-enum Edit {
-    Service {
-        index: usize,
-        kind: u8,
-        affinity: bool,
-        local: bool,
-    },
-    DeleteService(usize),
-    Endpoints {
-        index: usize,
-        endpoints: Vec<(u8, bool, bool)>,
-    },
-    DeleteSlice(usize),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (0..4usize, 0..4u8, any::<bool>(), any::<bool>()).prop_map(
-            |(index, kind, affinity, local)| Edit::Service {
-                index,
-                kind,
-                affinity,
-                local,
-            }
-        ),
-        (0..4usize).prop_map(Edit::DeleteService),
-        (
-            0..4usize,
-            proptest::collection::vec((0..6u8, any::<bool>(), any::<bool>()), 0..5)
-        )
-            .prop_map(|(index, endpoints)| Edit::Endpoints { index, endpoints }),
-        (0..4usize).prop_map(Edit::DeleteSlice),
-    ]
-}
-
-fn apply_edit(tracker: &mut ServiceChangeTracker, edit: &Edit) {
-    let name = |index: usize| format!("svc{index}");
-    match edit {
-        Edit::Service {
-            index,
-            kind,
-            affinity,
-            local,
-        } => {
-            let mut service = objects::service("ns", &name(*index))
-                .cluster_ip(&format!("172.30.0.{}", 10 + index))
-                .port("p80", 80, "TCP");
-            service = match kind {
-                0 => service,
-                1 => service.type_("NodePort").node_port(30000 + *index as i32),
-                2 => service
-                    .type_("LoadBalancer")
-                    .node_port(30000 + *index as i32)
-                    .load_balancer_ip(&format!("5.6.7.{index}"))
-                    .source_range("203.0.113.0/25"),
-                _ => service.external_ip(&format!("192.168.99.{index}")),
-            };
-            if *local && *kind != 0 {
-                service = service.external_policy_local();
-            }
-            if *affinity {
-                service = service.client_ip_affinity(Some(60));
-            }
-            tracker.upsert_service(&service.build());
-        }
-        Edit::DeleteService(index) => tracker.delete_service("ns", &name(*index)),
-        Edit::Endpoints { index, endpoints } => {
-            let mut slice = objects::slice("ns", &name(*index), &format!("{}-1", name(*index)))
-                .port("p80", 80, "TCP");
-            let mut seen = BTreeSet::new();
-            for (host, ready, local) in endpoints {
-                if !seen.insert(*host) {
-                    continue;
-                }
-                let endpoint = objects::endpoint(&format!("10.180.{index}.{host}"))
-                    .node(if *local { NODE } else { "other-node" });
-                slice = slice.endpoint(if *ready {
-                    endpoint
-                } else {
-                    endpoint.terminating()
-                });
-            }
-            tracker.upsert_endpoint_slice(&slice.build());
-        }
-        Edit::DeleteSlice(index) => {
-            tracker.delete_endpoint_slice("ns", &format!("{}-1", name(*index)))
-        }
-    }
 }
 
 proptest! {

@@ -20,6 +20,8 @@ mount -t tmpfs tmpfs /run
 # under /tmp, as a CI clone may be, must stay visible. Scratch space is /run/tmp.
 mkdir -p /run/home /run/tmp
 echo @KIT_BIN@/modprobe >/proc/sys/kernel/modprobe
+# IPv6 is a module in Debian's UML kernel; the host's tests take it for granted.
+modprobe ipv6
 ip link set lo up
 
 out=/run/kproxy-guest

@@ -1,0 +1,52 @@
+//! Shared helpers of the IPVS backend's kernel tests (inside the UML guest).
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+#![allow(missing_docs, unreachable_pub, reason = "test helpers")]
+
+pub mod edits;
+pub mod snapshot;
+
+use kproxy_conformance::DataplaneFactory;
+use kproxy_core::{Dataplane, ProxyConfig};
+use kproxy_iptables::{IptablesCommand, Tool, Variant};
+use kproxy_ipvs::{IpvsConfig, IpvsDataplane, NetlinkIpvs, Scheduler};
+use kproxy_rig::netns;
+
+/// Builds the IPVS dataplane for a scenario's node namespace. The guest's kernel has no
+/// nftables `ip` family, so the helper rules go through iptables-legacy.
+pub struct Ipvs {
+    pub scheduler: &'static str,
+}
+
+impl DataplaneFactory for Ipvs {
+    fn mode(&self) -> &str {
+        "ipvs"
+    }
+
+    fn preflight(&self) -> kproxy_rig::Result<()> {
+        netns::require_tool("ipset", &["--version"])?;
+        netns::require_tool(
+            Variant::Legacy.binary(kproxy_core::IpFamily::V4, Tool::Restore),
+            &["--version"],
+        )
+    }
+
+    fn build(
+        &self,
+        config: &ProxyConfig,
+        node_netns: &str,
+    ) -> kproxy_rig::Result<Box<dyn Dataplane>> {
+        let settings = IpvsConfig {
+            scheduler: Scheduler::parse(self.scheduler).expect("a known scheduler"),
+            ..IpvsConfig::default()
+        };
+        let dataplane = IpvsDataplane::new(
+            config.clone(),
+            settings,
+            Box::new(NetlinkIpvs::in_netns(node_netns)),
+            Box::new(IptablesCommand::in_netns(Variant::Legacy, node_netns)),
+        )
+        .map_err(|e| kproxy_rig::Error::World(format!("cannot build the IPVS dataplane: {e}")))?;
+        Ok(Box::new(dataplane))
+    }
+}

@@ -2,8 +2,9 @@
 //! through the dataplanes facade (the only place that knows the backends).
 //!
 //! A backend name is a facade mode (`nftables`, alias `nft`; `iptables`, its variant
-//! detected in the node namespace, which on a fresh one is nft), an iptables mode with its
-//! variant forced (`iptables-nft`, `iptables-legacy`), or `none`.
+//! detected in the node namespace, which on a fresh one is nft; `ipvs`, which needs a kernel
+//! with IPVS, as the UML guest's), an iptables mode with its variant forced (`iptables-nft`,
+//! `iptables-legacy`), or `none`.
 
 use std::sync::Arc;
 
@@ -75,6 +76,7 @@ impl ModeFactory {
         ModeOptions {
             localhost_node_ports: settings.localhost_node_ports.unwrap_or(true),
             iptables_variant: self.iptables_variant,
+            ..ModeOptions::default()
         }
     }
 
@@ -105,19 +107,23 @@ impl ModeFactory {
 }
 
 impl DataplaneFactory for ModeFactory {
-    /// The mode's name (`iptables` whatever the variant): scenario expectations are per mode.
+    /// The mode's name (`iptables` whatever the variant, `ipvs`): scenario expectations are
+    /// per mode.
     fn mode(&self) -> &str {
         self.mode.name()
     }
 
     /// nftables: `nft` answers here. iptables: only that the tools are installed, since the
     /// tools run in this (the machine's own) namespace, where running the legacy variant's
-    /// tools would create its tables; each build checks them in its node namespace.
+    /// tools would create its tables; each build checks them in its node namespace. ipvs:
+    /// the same for its tools, and that the kernel has IPVS (asked, changing nothing), so
+    /// that a kernel without it stops the run at once with that message.
     fn preflight(&self) -> Result<()> {
+        let options = self.options(&ModeSettings::default());
         let result = match self.mode {
-            Mode::Iptables => {
-                kproxy_dataplanes::require_tools(self.mode, &self.options(&ModeSettings::default()))
-            }
+            Mode::Iptables => kproxy_dataplanes::require_tools(self.mode, &options),
+            Mode::Ipvs => kproxy_dataplanes::require_tools(self.mode, &options)
+                .and_then(|()| kproxy_dataplanes::require_kernel(self.mode, &Target::Current)),
             _ => kproxy_dataplanes::preflight(self.mode, &Target::Current),
         };
         result.map_err(|error| Error::Backend(error.to_string()))
@@ -162,6 +168,7 @@ mod tests {
             ("nft", Mode::Nftables, None),
             ("nftables", Mode::Nftables, None),
             ("iptables", Mode::Iptables, None),
+            ("ipvs", Mode::Ipvs, None),
             ("iptables-nft", Mode::Iptables, Some(IptablesVariant::Nft)),
             (
                 "iptables-legacy",
@@ -175,7 +182,10 @@ mod tests {
         // Expectations are per mode, whatever the variant.
         assert_eq!(factory("iptables-legacy", None).unwrap().mode(), "iptables");
         assert_eq!(factory("none", None).unwrap().mode(), "none");
-        for bad in ["iptables-xt", "bpf", "ipvs"] {
+        // The conformance kit matches `expectBy.ipvs` and `config.backend: ipvs` against it.
+        assert_eq!(factory("ipvs", None).unwrap().mode(), "ipvs");
+        assert!(backend_help().contains("ipvs"), "{}", backend_help());
+        for bad in ["iptables-xt", "bpf", "ipvs-nft"] {
             let Err(error) = factory(bad, None) else {
                 panic!("{bad} is not a backend");
             };

@@ -91,3 +91,22 @@ fn malformed_files_stop_the_binary_naming_the_field() {
     assert_eq!(check.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&check.stderr).contains("`expct`"));
 }
+
+/// `--backend ipvs` builds through the facade; on a kernel without IPVS (this host's; the
+/// UML guest has it) nothing can run: exit 2 with the backend's clear message, at once.
+#[test]
+fn the_ipvs_backend_on_a_kernel_without_ipvs_says_so_and_exits_2() {
+    require_kernel();
+    if std::path::Path::new("/proc/net/ip_vs").exists() {
+        eprintln!("this kernel has IPVS: nothing to check here");
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_kproxy-scenario"))
+        .args(["--backend", "ipvs"])
+        .arg(fixture("kit-untouched.json"))
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the kernel has no IPVS"), "{stderr}");
+}

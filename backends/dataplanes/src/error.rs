@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The mode is not one this proxy knows.
-    #[error("unknown proxy mode {0:?}: must be nftables or iptables (ipvs is not implemented yet)")]
+    #[error("unknown proxy mode {0:?}: must be nftables, iptables or ipvs")]
     UnknownMode(String),
     /// The mode exists upstream but not in this build.
     #[error(
@@ -41,6 +41,18 @@ pub enum Error {
     /// The nftables backend's own cleanup failed.
     #[error("removing the nftables tables failed: {0}")]
     Nftables(String),
+    /// The IPVS mode's settings cannot be programmed (an unknown scheduler, a masquerade bit
+    /// its marks use); nothing was touched.
+    #[error("invalid IPVS mode settings: {0}")]
+    IpvsSettings(String),
+    /// The kernel cannot run the IPVS mode (no IPVS: the `ip_vs` module is not loaded or not
+    /// built), or its IPVS answered with an error; the message is the backend's, with its
+    /// causes.
+    #[error("{0}")]
+    IpvsKernel(String),
+    /// The IPVS mode's own cleanup failed.
+    #[error("removing the IPVS mode's leftovers failed: {0}")]
+    Ipvs(String),
 }
 
 impl Error {

@@ -1,12 +1,11 @@
 //! The iptables mode: which variant to drive, the preflight of its tools, and the build.
+//! The ipvs mode picks and checks the variant of its helper rules with the same functions.
 
-use std::sync::Arc;
-
-use kproxy_core::{IpFamily, ProxyConfig};
-use kproxy_iptables::{IptablesCommand, IptablesConfig, IptablesDataplane, Tool, Variant};
+use kproxy_core::IpFamily;
+use kproxy_iptables::{Tool, Variant};
 
 use crate::error::Error;
-use crate::options::{Built, IptablesVariant, ModeOptions};
+use crate::options::{IptablesVariant, ModeOptions};
 use crate::target::{Target, on_path};
 
 impl From<IptablesVariant> for Variant {
@@ -152,11 +151,18 @@ pub(crate) fn require_tools(options: &ModeOptions) -> Result<(), Error> {
 }
 
 /// Builds the iptables dataplane for `target` after its preflight, logging the variant.
+#[cfg(feature = "iptables")]
 pub(crate) fn build(
-    config: &ProxyConfig,
+    config: &kproxy_core::ProxyConfig,
     options: &ModeOptions,
     target: &Target,
-) -> Result<Built, Error> {
+) -> Result<crate::options::Built, Error> {
+    use std::sync::Arc;
+
+    use kproxy_iptables::{IptablesCommand, IptablesConfig, IptablesDataplane};
+
+    use crate::options::Built;
+
     let (variant, reason) = preflight(options, &config.ip_families, target)?;
     tracing::info!(
         variant = variant.name(),

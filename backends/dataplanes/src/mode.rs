@@ -14,17 +14,34 @@ pub enum Mode {
     /// iptables (`kproxy-iptables`): upstream's default mode, through `iptables-restore` of
     /// either iptables variant ([`IptablesVariant`](crate::IptablesVariant)).
     Iptables,
+    /// ipvs (`kproxy-ipvs`): IPVS virtual servers over netlink, with ipsets and a few
+    /// iptables rules. Upstream deprecated it in 1.35 in favour of nftables.
+    Ipvs,
 }
 
 impl Mode {
     /// Every mode this project implements.
-    pub const ALL: &'static [Mode] = &[Mode::Nftables, Mode::Iptables];
+    pub const ALL: &'static [Mode] = &[Mode::Nftables, Mode::Iptables, Mode::Ipvs];
 
-    /// The mode's name as upstream spells it (`nftables`, `iptables`).
+    /// The mode's name as upstream spells it (`nftables`, `iptables`, `ipvs`).
     pub fn name(self) -> &'static str {
         match self {
             Mode::Nftables => "nftables",
             Mode::Iptables => "iptables",
+            Mode::Ipvs => "ipvs",
+        }
+    }
+
+    /// Upstream's deprecation notice for the mode, which kube-proxy logs once at start;
+    /// `None` for a mode that is not deprecated.
+    pub fn deprecation(self) -> Option<&'static str> {
+        match self {
+            // Upstream's words (cmd/kube-proxy/app/server_linux.go, 1.35).
+            Mode::Ipvs => Some(
+                "The ipvs proxier is now deprecated and may be removed in a future release. \
+                 Please use 'nftables' instead.",
+            ),
+            Mode::Nftables | Mode::Iptables => None,
         }
     }
 
@@ -36,7 +53,9 @@ impl Mode {
                 "kubeproxy_sync_proxy_rules_nftables_sync_failures",
                 "Cumulative proxy nftables sync failures",
             ),
-            Mode::Iptables => (
+            // Upstream's IPVS proxier counts its iptables-restore failures under the
+            // iptables name: IPVS requests have no failure counter of their own.
+            Mode::Iptables | Mode::Ipvs => (
                 "kubeproxy_sync_proxy_rules_iptables_restore_failures",
                 "Cumulative proxy iptables restore failures",
             ),
@@ -53,13 +72,12 @@ impl fmt::Display for Mode {
 impl FromStr for Mode {
     type Err = Error;
 
-    /// `nftables` (alias `nft`) or `iptables`; upstream's `ipvs` is recognised and refused as
-    /// not built.
+    /// `nftables` (alias `nft`), `iptables` or `ipvs`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "nftables" | "nft" => Ok(Mode::Nftables),
             "iptables" => Ok(Mode::Iptables),
-            "ipvs" => Err(Error::NotBuilt(text.to_owned())),
+            "ipvs" => Ok(Mode::Ipvs),
             other => Err(Error::UnknownMode(other.to_owned())),
         }
     }
@@ -70,11 +88,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_ipvs_is_deprecated_in_upstreams_words() {
+        let notice = Mode::Ipvs.deprecation().expect("deprecated");
+        assert!(
+            notice.contains("deprecated") && notice.contains("'nftables'"),
+            "{notice}"
+        );
+        assert_eq!(Mode::Nftables.deprecation(), None);
+        assert_eq!(Mode::Iptables.deprecation(), None);
+    }
+
+    #[test]
     fn modes_parse_as_upstream_spells_them() {
         assert_eq!("nftables".parse::<Mode>().unwrap(), Mode::Nftables);
         assert_eq!("nft".parse::<Mode>().unwrap(), Mode::Nftables);
         assert_eq!("iptables".parse::<Mode>().unwrap(), Mode::Iptables);
-        assert!(matches!("ipvs".parse::<Mode>(), Err(Error::NotBuilt(_))));
+        assert_eq!("ipvs".parse::<Mode>().unwrap(), Mode::Ipvs);
         assert!(matches!("bpf".parse::<Mode>(), Err(Error::UnknownMode(_))));
         for mode in Mode::ALL {
             assert_eq!(mode.to_string().parse::<Mode>().unwrap(), *mode);
@@ -89,6 +118,10 @@ mod tests {
                 "kubeproxy_sync_proxy_rules_iptables_restore_failures",
                 "Cumulative proxy iptables restore failures"
             )
+        );
+        assert_eq!(
+            Mode::Ipvs.sync_failures_metric(),
+            Mode::Iptables.sync_failures_metric()
         );
         assert_eq!(
             Mode::Nftables.sync_failures_metric().0,

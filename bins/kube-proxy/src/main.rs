@@ -79,7 +79,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Validation already refused the modes this build lacks; the facade says so again here.
+    // Every mode validation accepts is one of the facade's; a build without its feature says
+    // so here.
     let mode = match options.mode.as_str().parse::<Mode>() {
         Ok(mode) => mode,
         Err(error) => {
@@ -102,6 +103,10 @@ fn main() -> ExitCode {
             app::cleanup().await
         } else {
             tracing::info!(node = %settings.node_name, mode = %settings.mode, "starting kube-proxy-rs");
+            // Once, as upstream does when it creates the mode's proxier.
+            if let Some(notice) = settings.mode.deprecation() {
+                tracing::warn!(mode = %settings.mode, "{notice}");
+            }
             app::run(settings, shutdown_signal()).await
         }
     });
@@ -116,13 +121,14 @@ fn main() -> ExitCode {
 
 /// This proxy's own log targets: `-v` sets their level. Libraries (kube, hyper, rustls...)
 /// stay at `warn`, as upstream's `-v` levels are its own; `RUST_LOG` replaces the whole filter.
-const OWN_TARGETS: [&str; 9] = [
+const OWN_TARGETS: [&str; 10] = [
     "kube_proxy",
     "kproxy_core",
     "kproxy_kube",
     "kproxy_manifests",
     "kproxy_nft",
     "kproxy_iptables",
+    "kproxy_ipvs",
     "kproxy_dataplanes",
     "kproxy_netlink",
     "kproxy_conntrack",

@@ -333,3 +333,66 @@ fn cleanup_says_nothing_about_modes() {
         "a mode warning under --cleanup:\n{stderr}"
     );
 }
+
+/// Runs the binary in ipvs mode on the namespace `ns` with the demo manifests and `extra`.
+fn run_ipvs(ns: &NetNs, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = demo_args();
+    args.extend(["--netns", ns.name(), "--proxy-mode", "ipvs"].map(String::from));
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// This host's kernel has no IPVS: ipvs mode stops at start with one clear error naming it
+/// (exit 1), before anything is programmed; upstream's deprecation notice is logged first.
+#[test]
+fn ipvs_mode_without_ipvs_in_the_kernel_is_one_clear_error_and_exit_1() {
+    if std::path::Path::new("/proc/net/ip_vs").exists() {
+        eprintln!("this kernel has IPVS: the UML guest's tests cover the mode running");
+        return;
+    }
+    let ns = namespace("noipvs");
+    let (code, stderr) = run_ipvs(&ns, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot run the ipvs mode") && stderr.contains("the kernel has no IPVS"),
+        "the error names IPVS: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "one error: {stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("The ipvs proxier is now deprecated and may be removed in a future release. Please use 'nftables' instead.")
+            .count(),
+        1,
+        "upstream's notice, once: {stderr}"
+    );
+    let link = ns.exec("ip", &["link", "show", "kube-ipvs0"], None);
+    assert!(link.is_err(), "nothing was programmed: {link:?}");
+}
+
+/// Settings the ipvs mode cannot program stop it at start with exit 1, whatever the kernel:
+/// an unknown scheduler (naming the valid ones) and a masquerade bit its marks use.
+#[test]
+fn ipvs_settings_it_cannot_program_exit_1_with_a_clear_error() {
+    let ns = namespace("ipvsbad");
+    let (code, stderr) = run_ipvs(&ns, &["--ipvs-scheduler", "fastest"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown IPVS scheduler \"fastest\": expected one of rr, wrr"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_ipvs(&ns, &["--iptables-masquerade-bit", "16"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot run the ipvs mode")
+            && stderr.contains("masqueradeBit 16 is taken by the IPVS mode"),
+        "{stderr}"
+    );
+}

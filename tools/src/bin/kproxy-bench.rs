@@ -7,9 +7,16 @@
 //! RSS.
 //!
 //! `--backend` takes what `kproxy-scenario` takes: `nft`, `iptables` (the variant detected in
-//! the fresh namespace, so nft), `iptables-nft`, `iptables-legacy`, or `none`. Every line
-//! names the mode (`"backend":"iptables"`) and, in iptables mode, the variant measured
-//! (`"iptables_variant":"legacy"`); the ruleset is listed with that variant's save tool.
+//! the fresh namespace, so nft), `iptables-nft`, `iptables-legacy`, `ipvs` (a kernel with
+//! IPVS only, as the UML guest's), or `none`. Every line names the mode
+//! (`"backend":"iptables"`) and, in iptables and ipvs mode, the variant measured or written
+//! the helper rules with (`"iptables_variant":"legacy"`); the ruleset is listed with that
+//! variant's save tool (in ipvs mode: the helper rules only).
+//!
+//! In ipvs mode each line of a measured sync also gives what it sent to the kernel (the
+//! backend's sync report): `ipvs_requests` (netlink messages), `set_updates` (single ipset
+//! entries), `address_changes` (on `kube-ipvs0`) and `tool_runs`; for the single-change
+//! measurements, one value per sample, in order.
 //!
 //! A failed bulk sync is reported (on stderr with its whole cause chain, and as a JSON line
 //! with `"ok":false`), the dataplane is brought back with a full sync as the reconciler would,
@@ -25,7 +32,7 @@ use kproxy_core::{
     ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig,
     ServiceChangeTracker,
 };
-use kproxy_dataplanes::IptablesVariant;
+use kproxy_dataplanes::{IptablesVariant, IpvsReports, Mode};
 use kproxy_objects::synthetic::{service, service_with_ports, slice, slice_with_ports};
 use kproxy_rig::NetNs;
 
@@ -35,7 +42,8 @@ use kproxy_rig::NetNs;
 #[command(name = "kproxy-bench")]
 struct Args {
     /// The backend to measure: `nft`, `iptables` (variant detected: nft in a fresh
-    /// namespace), `iptables-nft`, `iptables-legacy`, or `none`.
+    /// namespace), `iptables-nft`, `iptables-legacy`, `ipvs` (a kernel with IPVS only), or
+    /// `none`.
     #[arg(long, default_value = "nft")]
     backend: String,
     /// How many Services (one TCP port each).
@@ -173,6 +181,7 @@ async fn bulk_sync(
         ("changed_service_ports", changes.len().to_string()),
     ]);
     let Err(error) = result else {
+        fields.extend(last_sync_fields());
         fields.push(("rss_mb", rss_mb().to_string()));
         emit(args, measurement, &fields);
         return Ok(true);
@@ -282,6 +291,61 @@ async fn bulk(
     Ok(failed)
 }
 
+/// ipvs mode: the reports of the dataplane's syncs; set once it is built.
+static IPVS_REPORTS: OnceLock<IpvsReports> = OnceLock::new();
+
+/// The figures of an ipvs-mode sync report, by name.
+fn report_figures(report: &kproxy_dataplanes::IpvsSyncReport) -> [(&'static str, usize); 4] {
+    [
+        ("ipvs_requests", report.ipvs_requests),
+        ("set_updates", report.set_updates),
+        ("address_changes", report.address_changes),
+        ("tool_runs", report.tool_runs),
+    ]
+}
+
+/// ipvs mode: the fields of the last sync's report (none in other modes, or when the sync
+/// failed).
+fn last_sync_fields() -> Vec<(&'static str, String)> {
+    let Some(report) = IPVS_REPORTS.get().and_then(IpvsReports::last) else {
+        return Vec::new();
+    };
+    report_figures(&report)
+        .into_iter()
+        .map(|(name, value)| (name, value.to_string()))
+        .collect()
+}
+
+/// ipvs mode: the reports of several measured syncs, one JSON array per figure.
+#[derive(Debug, Default)]
+struct SampleReports(Vec<kproxy_dataplanes::IpvsSyncReport>);
+
+impl SampleReports {
+    /// Records the last sync's report (ipvs mode only).
+    fn record(&mut self) {
+        if let Some(report) = IPVS_REPORTS.get().and_then(IpvsReports::last) {
+            self.0.push(report);
+        }
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        (0..4)
+            .map(|figure| {
+                let name = report_figures(&self.0[0])[figure].0;
+                let values: Vec<String> = self
+                    .0
+                    .iter()
+                    .map(|report| report_figures(report)[figure].1.to_string())
+                    .collect();
+                (name, format!("[{}]", values.join(",")))
+            })
+            .collect()
+    }
+}
+
 /// What every line names the backend by: the mode, and in iptables mode the variant the
 /// dataplane drives (forced by the backend name or detected); set once it is built.
 static MEASURED: OnceLock<(String, Option<IptablesVariant>)> = OnceLock::new();
@@ -361,6 +425,9 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
                 &ModeSettings::default(),
                 node_ns.name(),
             )?;
+            if let Some(reports) = built.ipvs_reports {
+                let _ = IPVS_REPORTS.set(reports);
+            }
             (built.dataplane, built.iptables_variant)
         }
     };
@@ -384,17 +451,15 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
         .map_err(|e| sync_failed("full sync", &e))?;
     let full_sync = started.elapsed();
     let full_sync_ms = millis(full_sync);
-    emit(
-        args,
-        "full_sync",
-        &[
-            ("full_sync_ms", full_sync_ms.to_string()),
-            ("tracker_load_ms", tracker_ms.to_string()),
-            ("rss_after_tracker_mb", rss_after_tracker.to_string()),
-            ("rss_after_full_sync_mb", rss_mb().to_string()),
-            ("peak_rss_mb", peak_rss_mb().to_string()),
-        ],
-    );
+    let mut fields = vec![
+        ("full_sync_ms", full_sync_ms.to_string()),
+        ("tracker_load_ms", tracker_ms.to_string()),
+        ("rss_after_tracker_mb", rss_after_tracker.to_string()),
+        ("rss_after_full_sync_mb", rss_mb().to_string()),
+        ("peak_rss_mb", peak_rss_mb().to_string()),
+    ];
+    fields.extend(last_sync_fields());
+    emit(args, "full_sync", &fields);
 
     // A second full sync, over the rules of the first: what a restart, a resync after a
     // failure or the periodic full sync costs.
@@ -403,17 +468,18 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
         .full_sync(&tracker.state())
         .await
         .map_err(|e| sync_failed("full sync over existing rules", &e))?;
-    emit(
-        args,
-        "full_sync_over_existing",
-        &[("full_sync_ms", millis(started.elapsed()).to_string())],
-    );
+    let mut fields = vec![("full_sync_ms", millis(started.elapsed()).to_string())];
+    fields.extend(last_sync_fields());
+    emit(args, "full_sync_over_existing", &fields);
 
-    if let Some(variant) = variant {
+    // The floor of an iptables-mode sync; the ipvs mode's helper rules change at full syncs
+    // only.
+    if let Some(variant) = variant.filter(|_| factory.mode() == Mode::Iptables.name()) {
         restore_floor(args, &node_ns, variant)?;
     }
 
     let mut endpoint_samples = Vec::new();
+    let mut endpoint_reports = SampleReports::default();
     for round in 0..args.repeats {
         let target = (round * 7_919) % args.services;
         tracker.upsert_endpoint_slice(&slice(target, args.endpoints, round + 1));
@@ -424,6 +490,7 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
             .await
             .map_err(|e| sync_failed("sync", &e))?;
         endpoint_samples.push(millis(started.elapsed()));
+        endpoint_reports.record();
         // Put it back so every round changes exactly one endpoint of a settled cluster.
         tracker.upsert_endpoint_slice(&slice(target, args.endpoints, 0));
         let changes = tracker.drain();
@@ -432,27 +499,26 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
             .await
             .map_err(|e| sync_failed("sync", &e))?;
     }
-    emit(
-        args,
-        "incremental_endpoint",
-        &[
-            (
-                "incremental_sync_ms",
-                median(endpoint_samples.clone()).to_string(),
-            ),
-            (
-                "incremental_sync_max_ms",
-                endpoint_samples
-                    .iter()
-                    .copied()
-                    .fold(0.0, f64::max)
-                    .to_string(),
-            ),
-            ("samples", endpoint_samples.len().to_string()),
-        ],
-    );
+    let mut fields = vec![
+        (
+            "incremental_sync_ms",
+            median(endpoint_samples.clone()).to_string(),
+        ),
+        (
+            "incremental_sync_max_ms",
+            endpoint_samples
+                .iter()
+                .copied()
+                .fold(0.0, f64::max)
+                .to_string(),
+        ),
+        ("samples", endpoint_samples.len().to_string()),
+    ];
+    fields.extend(endpoint_reports.fields());
+    emit(args, "incremental_endpoint", &fields);
 
     let mut service_samples = Vec::new();
+    let mut service_reports = SampleReports::default();
     for round in 0..args.repeats {
         let i = args.services + round;
         tracker.upsert_service(&service(i));
@@ -464,26 +530,25 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
             .await
             .map_err(|e| sync_failed("sync", &e))?;
         service_samples.push(millis(started.elapsed()));
+        service_reports.record();
     }
-    emit(
-        args,
-        "incremental_service_add",
-        &[
-            (
-                "incremental_service_add_ms",
-                median(service_samples.clone()).to_string(),
-            ),
-            (
-                "incremental_service_add_max_ms",
-                service_samples
-                    .iter()
-                    .copied()
-                    .fold(0.0, f64::max)
-                    .to_string(),
-            ),
-            ("samples", service_samples.len().to_string()),
-        ],
-    );
+    let mut fields = vec![
+        (
+            "incremental_service_add_ms",
+            median(service_samples.clone()).to_string(),
+        ),
+        (
+            "incremental_service_add_max_ms",
+            service_samples
+                .iter()
+                .copied()
+                .fold(0.0, f64::max)
+                .to_string(),
+        ),
+        ("samples", service_samples.len().to_string()),
+    ];
+    fields.extend(service_reports.fields());
+    emit(args, "incremental_service_add", &fields);
 
     let failed = if args.bulk {
         bulk(args, &mut tracker, dataplane.as_mut(), full_sync).await?

@@ -4,6 +4,7 @@
 //! ```text
 //! kproxy-scenario --backend nft testing/conformance/scenarios/
 //! kproxy-scenario --backend iptables-legacy testing/conformance/scenarios/
+//! kproxy-scenario --backend ipvs testing/conformance/scenarios/   # a kernel with IPVS only
 //! ```
 //!
 //! Prints one line per probe (`PASS`, `FAIL` or `SKIP`, with what was seen), then
@@ -26,9 +27,10 @@ use kproxy_rig::netns;
 #[command(name = "kproxy-scenario", version)]
 struct Args {
     /// The backend under test: a proxy mode (`nftables`, alias `nft`; `iptables`, its variant
-    /// detected in each node namespace, nft on a fresh one), an iptables variant
-    /// (`iptables-nft`, `iptables-legacy`; the expectations are iptables mode's either way),
-    /// or `none` (programs nothing; checks the kit itself).
+    /// detected in each node namespace, nft on a fresh one; `ipvs`, on a kernel with IPVS
+    /// only, as the UML guest's), an iptables variant (`iptables-nft`, `iptables-legacy`; the
+    /// expectations are iptables mode's either way), or `none` (programs nothing; checks the
+    /// kit itself).
     #[arg(long)]
     backend: String,
     /// Overrides every scenario's balancing: `random` or `round-robin`.

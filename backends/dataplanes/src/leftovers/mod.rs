@@ -3,9 +3,12 @@
 //! and the IPVS services on `kube-ipvs0` with the link itself. Upstream does this with
 //! `--cleanup` and when it starts in another mode than before.
 //!
-//! The iptables, ipset and IPVS parts live here until those backends exist; they move into
-//! them then. A tool that is not installed means that kind of leftover cannot have been made
-//! through it: that part is skipped (logged at debug), never an error.
+//! The iptables, ipset and `kube-ipvs0` parts live here (they also remove upstream's
+//! leftovers, whose names differ in detail); the IPVS mode's own objects are removed by its
+//! dataplane's cleanup (feature `ipvs`), which tells its virtual servers from another
+//! agent's, and only when the kernel has IPVS (without it none can exist). A tool that is not
+//! installed means that kind of leftover cannot have been made through it: that part is
+//! skipped (logged at debug), never an error.
 
 mod iptables;
 mod ipvs;
@@ -65,9 +68,34 @@ pub async fn cleanup(target: &Target) -> Result<CleanupReport, Error> {
     for variant in iptables::VARIANTS {
         report.part(variant.save, iptables::cleanup(target, variant))?;
     }
+    // After the chains (the sets are then unused), before the sets (the node-port sets tell
+    // this mode's node-port virtual servers from another agent's).
+    ipvs_mode(target, &mut report).await?;
     report.part("ipset", ipset(target))?;
     report.part("ipvs", ipvs::cleanup(target))?;
     Ok(report)
+}
+
+/// The IPVS mode's own leftovers, through its dataplane's cleanup, when the kernel has IPVS.
+#[cfg(feature = "ipvs")]
+async fn ipvs_mode(target: &Target, report: &mut CleanupReport) -> Result<(), Error> {
+    match crate::ipvs::cleanup(target).await {
+        Ok(None) => {
+            report
+                .skipped
+                .push("ipvs mode: the kernel has no IPVS".to_owned());
+            Ok(())
+        }
+        Ok(Some(removed)) => report.part("ipvs mode", Ok(removed)),
+        Err(error) => report.part("ipvs mode", Err(error)),
+    }
+}
+
+/// Without the IPVS backend only the services on `kube-ipvs0`'s addresses are removed (the
+/// last part).
+#[cfg(not(feature = "ipvs"))]
+async fn ipvs_mode(_: &Target, _: &mut CleanupReport) -> Result<(), Error> {
+    Ok(())
 }
 
 /// Our `ip`/`ip6 kube-proxy` tables.

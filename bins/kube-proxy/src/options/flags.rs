@@ -213,8 +213,8 @@ pub(crate) struct Flags {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub(crate) init_only: Option<bool>,
     /// Which proxy mode to use: 'nftables' (the default here), 'iptables' (upstream's default)
-    /// or 'ipvs' (not implemented yet). This parameter is ignored if a config file is specified
-    /// by --config.
+    /// or 'ipvs' (deprecated upstream; nftables is recommended). This parameter is ignored if
+    /// a config file is specified by --config.
     #[arg(long, value_name = "MODE", value_parser = parse_proxy_mode)]
     pub(crate) proxy_mode: Option<String>,
     /// If using the iptables or ipvs proxy mode, the bit of the fwmark space to mark packets
@@ -363,7 +363,8 @@ pub(crate) struct Flags {
     /// (upstream's iptables and nftables modes) or 'round-robin' (as upstream's IPVS 'rr').
     #[arg(long, value_name = "MODE")]
     pub(crate) balancing: Option<String>,
-    /// (kube-proxy-rs) Which iptables the node uses, in iptables mode: 'auto' (the default:
+    /// (kube-proxy-rs) Which iptables the node uses, in iptables mode and for the ipvs mode's
+    /// helper rules: 'auto' (the default:
     /// detected as upstream's kube-proxy image does: kubelet's hint chains, else the variant
     /// holding more rules, else nft), 'nft' (iptables-nft) or 'legacy' (iptables-legacy).
     /// Applies with or without --config.
@@ -615,9 +616,11 @@ impl Flags {
             }
         }
         // Ours, outside the configuration: it applies with or without --config.
-        if self.iptables_variant.is_some() && mode != ProxyMode::Iptables {
+        // The ipvs mode writes its helper rules with it too.
+        if self.iptables_variant.is_some() && mode == ProxyMode::Nftables {
             warnings.push(format!(
-                "flag --iptables-variant has no effect in {mode} mode (it applies to iptables mode)"
+                "flag --iptables-variant has no effect in {mode} mode (it applies to iptables \
+                 and ipvs mode)"
             ));
         }
         warnings.extend(self.logging_no_effect().into_iter().map(no_effect));

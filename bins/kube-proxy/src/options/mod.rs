@@ -26,9 +26,9 @@
 //!
 //! * Decoding is strict only: upstream retries a v1alpha1 file leniently and merely logs the
 //!   strict error; we fail, naming the field and line.
-//! * The default mode is nftables (see above); ipvs is accepted but rejected with "proxy mode
-//!   ipvs is not implemented yet", except for `--cleanup` and `--write-config-to`, which do
-//!   not need a dataplane.
+//! * The default mode is nftables (see above). ipvs mode runs, with upstream's `ipvs`
+//!   section and flags; its scheduler is validated against the kernel's schedulers (upstream
+//!   only finds out when the first virtual server is added).
 //! * Upstream's image picks the iptables variant with its `iptables-wrapper`; here the
 //!   dataplanes facade detects it the same way, or `--iptables-variant` forces it.
 //! * `metricsBindAddress: ""` disables the metrics server (upstream's validation rejects it).
@@ -64,7 +64,7 @@ pub(crate) enum ProxyMode {
     Nftables,
     /// `iptables`: upstream's default.
     Iptables,
-    /// `ipvs`: not implemented yet.
+    /// `ipvs`: deprecated upstream since 1.35 (nftables is recommended), still supported.
     Ipvs,
 }
 
@@ -186,7 +186,7 @@ pub(crate) struct LoggingOptions {
 /// documentation for the precedence), validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
-    /// The proxy mode; [`ProxyMode::Ipvs`] gets past [`load`] only for `--cleanup`.
+    /// The proxy mode.
     pub(crate) mode: ProxyMode,
     /// `--cleanup`: remove everything any mode programmed, then exit.
     pub(crate) cleanup: bool,
@@ -242,8 +242,11 @@ pub(crate) struct Options {
     pub(crate) oom_score_adj: i32,
     /// `--manifests`: read objects from these YAML files instead of an API server.
     pub(crate) manifests: Option<PathBuf>,
-    /// `--iptables-variant`: the iptables variant to drive in iptables mode; `None` (`auto`,
-    /// the default) detects it.
+    /// The `ipvs` section but its sync periods (ipvs mode only): scheduler, strict ARP,
+    /// timeouts (zero is `None`: the kernel's), excluded CIDRs.
+    pub(crate) ipvs: kproxy_dataplanes::IpvsOptions,
+    /// `--iptables-variant`: the iptables variant to drive in iptables mode (and for the ipvs
+    /// mode's helper rules); `None` (`auto`, the default) detects it.
     pub(crate) iptables_variant: Option<kproxy_dataplanes::IptablesVariant>,
     /// `--netns`: program this network namespace instead of our own.
     pub(crate) netns: Option<String>,
@@ -343,9 +346,6 @@ pub(crate) enum OptionsError {
     /// item, each naming the field.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
-    /// A valid proxy mode that kube-proxy-rs cannot run yet.
-    #[error("proxy mode {0} is not implemented yet (nftables and iptables are)")]
-    ModeNotImplemented(ProxyMode),
     /// The effective configuration could not be rendered as YAML.
     #[error("failed to encode the configuration: {0}")]
     EncodeConfig(String),
@@ -372,7 +372,7 @@ const DEFAULT_MODE_WARNING: &str = "no proxy mode set: using nftables (upstream 
 /// # Errors
 ///
 /// Every [`OptionsError`]: bad flags, an unreadable or invalid config file, invalid settings,
-/// an unimplemented mode, or a failure to write `--write-config-to`.
+/// or a failure to write `--write-config-to`.
 pub(crate) fn load<I, T>(args: I) -> Result<Outcome, OptionsError>
 where
     I: IntoIterator<Item = T>,
@@ -456,9 +456,6 @@ fn resolve(flags: &Flags) -> Result<Outcome, OptionsError> {
             source,
         })?;
         return Ok(Outcome::WroteConfig { path: path.clone() });
-    }
-    if options.mode == ProxyMode::Ipvs && !options.cleanup {
-        return Err(OptionsError::ModeNotImplemented(options.mode));
     }
     Ok(Outcome::Run {
         options: Box::new(options),
@@ -556,12 +553,14 @@ impl Options {
         }
     }
 
-    /// The settings of one mode only, for the dataplanes facade: `localhostNodePorts` and the
-    /// iptables variant (both read in iptables mode only).
+    /// The settings of one mode only, for the dataplanes facade: `localhostNodePorts`
+    /// (iptables mode), the iptables variant (iptables mode, and the ipvs mode's helper
+    /// rules) and the `ipvs` section (ipvs mode).
     pub(crate) fn mode_options(&self) -> kproxy_dataplanes::ModeOptions {
         kproxy_dataplanes::ModeOptions {
             localhost_node_ports: self.localhost_node_ports,
             iptables_variant: self.iptables_variant,
+            ipvs: self.ipvs.clone(),
         }
     }
 

@@ -134,6 +134,7 @@ fn upstream_defaults() -> Options {
         },
         config_sync_period: secs(15 * 60),
         oom_score_adj: -999,
+        ipvs: kproxy_dataplanes::IpvsOptions::default(),
         iptables_variant: None,
         manifests: None,
         netns: None,
@@ -592,18 +593,164 @@ fn validation_of_the_config_file() {
     assert!(err.contains("logging.format"), "{err}");
 }
 
+/// ipvs mode runs with upstream's `ipvs` section and flags: its own sync periods (minimum 0
+/// by default, as upstream), the iptables masquerade bit, and the settings only it reads.
 #[test]
-fn ipvs_parses_but_is_rejected_unless_cleaning_up() {
-    let err = fail(&["--proxy-mode", "ipvs"]);
-    assert!(matches!(err, OptionsError::ModeNotImplemented(_)), "{err}");
-    assert_eq!(
-        err.to_string(),
-        "proxy mode ipvs is not implemented yet (nftables and iptables are)"
-    );
-    let (options, _) = run(&["--proxy-mode=ipvs", "--cleanup"]);
+fn ipvs_mode_runs_with_its_own_section_and_flags() {
+    let (options, warnings) = run(&[
+        "--proxy-mode=ipvs",
+        "--cluster-cidr=10.244.0.0/16",
+        "--ipvs-scheduler=wlc",
+        "--ipvs-sync-period=45s",
+        "--ipvs-min-sync-period=2s",
+        "--ipvs-exclude-cidrs=10.9.0.0/16,fd00:9::/64",
+        "--ipvs-strict-arp",
+        "--ipvs-tcp-timeout=15m",
+        "--ipvs-tcpfin-timeout=30s",
+        "--ipvs-udp-timeout=0s",
+        "--iptables-masquerade-bit=10",
+        "--iptables-variant=legacy",
+    ]);
+    assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(options.mode, ProxyMode::Ipvs);
+    assert_eq!(options.sync_period, secs(45));
+    assert_eq!(options.min_sync_period, secs(2));
+    assert_eq!(options.masquerade_bit, 10);
     // No "primary" default outside nftables mode.
     assert_eq!(options.nodeport_addresses, NodePortAddresses::All);
+    let expected = kproxy_dataplanes::IpvsOptions {
+        scheduler: "wlc".to_owned(),
+        strict_arp: true,
+        tcp_timeout: Some(secs(15 * 60)),
+        tcp_fin_timeout: Some(secs(30)),
+        // Zero leaves the kernel's value, as upstream.
+        udp_timeout: None,
+        exclude_cidrs: vec![net("10.9.0.0/16"), net("fd00:9::/64")],
+    };
+    assert_eq!(
+        options.mode_options(),
+        kproxy_dataplanes::ModeOptions {
+            localhost_node_ports: true,
+            iptables_variant: Some(kproxy_dataplanes::IptablesVariant::Legacy),
+            ipvs: expected.clone(),
+        }
+    );
+
+    let yaml = format!(
+        "{HEADER}mode: ipvs\nipvs:\n  scheduler: wlc\n  syncPeriod: 1m\n  minSyncPeriod: 3s\n  \
+         excludeCIDRs:\n  - 10.9.0.0/16\n  - fd00:9::/64\n  strictARP: true\n  \
+         tcpTimeout: 15m0s\n  tcpFinTimeout: 30s\n  udpTimeout: 0s\n\
+         iptables:\n  masqueradeBit: 10\n  syncPeriod: 7s\nnftables:\n  masqueradeBit: 20\n"
+    );
+    let (options, _) = config_run(&yaml, &[]);
+    assert_eq!(options.mode, ProxyMode::Ipvs);
+    assert_eq!(
+        options.sync_period,
+        secs(60),
+        "the ipvs section's, not iptables'"
+    );
+    assert_eq!(options.min_sync_period, secs(3));
+    assert_eq!(options.masquerade_bit, 10, "the iptables section's");
+    assert_eq!(options.ipvs, expected);
+
+    // Upstream's defaults: sync every 30 s, no minimum, round robin, the kernel's timeouts.
+    let (options, _) = run(&["--proxy-mode=ipvs"]);
+    assert_eq!(options.sync_period, secs(30));
+    assert_eq!(options.min_sync_period, Duration::ZERO);
+    assert_eq!(options.ipvs, kproxy_dataplanes::IpvsOptions::default());
+    assert_eq!(options.masquerade_bit, 14);
+}
+
+#[test]
+fn an_unknown_ipvs_scheduler_is_an_error_naming_the_valid_ones() {
+    let problems = invalid(&["--proxy-mode=ipvs", "--ipvs-scheduler=fastest"]);
+    assert_eq!(
+        problems,
+        [
+            "ipvs.scheduler (--ipvs-scheduler): invalid IPVS mode settings: unknown IPVS \
+             scheduler \"fastest\": expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, \
+             nq, mh"
+        ]
+    );
+    let err = config_err(&format!("{HEADER}mode: ipvs\nipvs:\n  scheduler: RR\n"));
+    assert!(
+        err.contains("ipvs.scheduler") && err.contains("\"RR\""),
+        "{err}"
+    );
+    // Upstream validates the ipvs section in ipvs mode only.
+    let (options, _) = config_run(
+        &format!("{HEADER}mode: iptables\nipvs:\n  scheduler: fastest\n"),
+        &[],
+    );
+    assert_eq!(options.ipvs.scheduler, "fastest");
+    // Every scheduler of the kernel is taken.
+    for name in [
+        "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh",
+    ] {
+        let (options, _) = run(&["--proxy-mode=ipvs", &format!("--ipvs-scheduler={name}")]);
+        assert_eq!(options.ipvs.scheduler, name);
+    }
+}
+
+#[test]
+fn the_iptables_variant_flag_applies_to_the_ipvs_modes_helper_rules() {
+    let (options, warnings) = run(&[
+        "--proxy-mode=ipvs",
+        "--cluster-cidr=10.244.0.0/16",
+        "--iptables-variant=nft",
+    ]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        options.mode_options().iptables_variant,
+        Some(kproxy_dataplanes::IptablesVariant::Nft)
+    );
+}
+
+#[test]
+fn write_config_to_round_trips_an_ipvs_block() {
+    let scratch = Scratch::new("write-ipvs");
+    let out = scratch.0.join("written.yaml");
+    let out_text = out.to_str().unwrap().to_owned();
+    let flags = [
+        "--proxy-mode=ipvs",
+        "--cluster-cidr=10.244.0.0/16",
+        "--ipvs-scheduler=sh",
+        "--ipvs-sync-period=20s",
+        "--ipvs-min-sync-period=1s",
+        "--ipvs-exclude-cidrs=10.9.0.0/16",
+        "--ipvs-strict-arp=true",
+        "--ipvs-tcp-timeout=10m",
+        "--ipvs-tcpfin-timeout=45s",
+        "--ipvs-udp-timeout=20s",
+    ];
+    let (direct, _) = run(&flags);
+    let mut write = flags.to_vec();
+    write.extend(["--write-config-to", &out_text]);
+    match load(args(&write)) {
+        Ok(Outcome::WroteConfig { path }) => assert_eq!(path, out),
+        other => panic!("expected WroteConfig, got {other:?}"),
+    }
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    for line in [
+        "mode: ipvs",
+        "scheduler: sh",
+        "strictARP: true",
+        "syncPeriod: 20s",
+        "tcpTimeout: 10m0s",
+        "tcpFinTimeout: 45s",
+        "udpTimeout: 20s",
+        "- 10.9.0.0/16",
+    ] {
+        assert!(yaml.contains(line), "{line} not in {yaml}");
+    }
+    let (reloaded, _) = run(&["--config", &out_text]);
+    assert_eq!(
+        Options {
+            config_file: None,
+            ..reloaded
+        },
+        direct
+    );
 }
 
 /// iptables mode runs, reading upstream's iptables section and flags: the sync periods,
@@ -636,6 +783,7 @@ fn iptables_mode_runs_with_its_own_section_and_flags() {
         kproxy_dataplanes::ModeOptions {
             localhost_node_ports: false,
             iptables_variant: None,
+            ipvs: kproxy_dataplanes::IpvsOptions::default(),
         }
     );
 
@@ -689,7 +837,7 @@ fn the_iptables_variant_flag_is_auto_nft_or_legacy_and_applies_with_a_config_fil
     let (_, warnings) = run(&["--iptables-variant=nft"]);
     assert!(
         warnings.iter().any(|w| w
-            == "flag --iptables-variant has no effect in nftables mode (it applies to iptables mode)"),
+            == "flag --iptables-variant has no effect in nftables mode (it applies to iptables and ipvs mode)"),
         "{warnings:?}"
     );
     assert!(matches!(
@@ -700,7 +848,7 @@ fn the_iptables_variant_flag_is_auto_nft_or_legacy_and_applies_with_a_config_fil
 
 #[test]
 fn ipvs_sync_flags_apply_only_in_ipvs_mode() {
-    let (options, warnings) = run(&["--proxy-mode=ipvs", "--cleanup", "--ipvs-sync-period=7s"]);
+    let (options, warnings) = run(&["--proxy-mode=ipvs", "--ipvs-sync-period=7s"]);
     assert_eq!(options.sync_period, secs(7));
     assert_eq!(options.min_sync_period, Duration::ZERO);
     assert!(!warnings.iter().any(|w| w.contains("--ipvs-sync-period")));

@@ -160,6 +160,30 @@ fn some_non_empty(value: Option<&String>) -> Option<String> {
     value.filter(|v| !v.is_empty()).cloned()
 }
 
+/// The `ipvs` section as the facade takes it: a zero (or negative, reported in ipvs mode)
+/// timeout leaves the kernel's, CIDRs that do not parse (reported in ipvs mode) are left out.
+fn ipvs_options(config: &KubeProxyConfiguration) -> kproxy_dataplanes::IpvsOptions {
+    let section = &config.ipvs;
+    let timeout = |value: Option<GoDuration>| {
+        value
+            .and_then(GoDuration::to_std)
+            .filter(|timeout| !timeout.is_zero())
+    };
+    kproxy_dataplanes::IpvsOptions {
+        scheduler: section.scheduler.clone().unwrap_or_default(),
+        strict_arp: section.strict_arp.unwrap_or_default(),
+        tcp_timeout: timeout(section.tcp_timeout),
+        tcp_fin_timeout: timeout(section.tcp_fin_timeout),
+        udp_timeout: timeout(section.udp_timeout),
+        exclude_cidrs: section
+            .exclude_cidrs
+            .iter()
+            .flatten()
+            .filter_map(|cidr| parse_cidr(cidr))
+            .collect(),
+    }
+}
+
 /// Validates the merged, defaulted configuration and resolves it into [`Options`].
 ///
 /// # Errors
@@ -243,7 +267,14 @@ pub(super) fn resolve(
         );
     }
 
+    let ipvs = ipvs_options(config);
     if mode == ProxyMode::Ipvs {
+        // Upstream's validateIPVSSchedulerMethod; the error names the valid schedulers.
+        if let Err(error) = ipvs.check() {
+            errors
+                .0
+                .push(format!("ipvs.scheduler (--ipvs-scheduler): {error}"));
+        }
         for (field, value) in [
             (
                 "ipvs.tcpTimeout (--ipvs-tcp-timeout)",
@@ -476,6 +507,7 @@ pub(super) fn resolve(
         },
         config_sync_period: config_sync_period.to_std().unwrap_or_default(),
         oom_score_adj,
+        ipvs,
         iptables_variant: flags.iptables_variant.and_then(|choice| choice.0),
         manifests: flags.manifests.clone(),
         netns: flags.netns.clone(),

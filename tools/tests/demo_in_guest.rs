@@ -39,7 +39,10 @@ fn guest_demo_ipvs() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "kproxy-demo failed: {stderr}\n{stdout}");
+    assert!(
+        out.status.success(),
+        "kproxy-demo failed: {stderr}\n{stdout}"
+    );
     assert!(stdout.contains("in ipvs mode"), "{stdout}");
     // Per destination, the pods that answered and how often.
     let mut destinations: Vec<(String, BTreeMap<String, usize>)> = Vec::new();
@@ -52,7 +55,10 @@ fn guest_demo_ipvs() {
             hits.insert(what.to_owned(), count.trim().parse().expect("a count"));
         }
     }
-    assert!(destinations.len() >= 2, "cluster IP and node port: {stdout}");
+    assert!(
+        destinations.len() >= 2,
+        "cluster IP and node port: {stdout}"
+    );
     for (destination, hits) in &destinations {
         assert!(
             hits.keys().all(|what| what.starts_with("pod ")),

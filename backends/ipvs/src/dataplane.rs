@@ -474,9 +474,7 @@ impl IpvsDataplane {
                     .chains(family, *table, &[chain, target])
                     .await?;
                 let jump = rules::jump_rule(target);
-                let has_jump = found[0]
-                    .as_ref()
-                    .is_some_and(|rules| rules.contains(&jump));
+                let has_jump = found[0].as_ref().is_some_and(|rules| rules.contains(&jump));
                 if !has_jump || found[1].is_none() {
                     return Ok(Integrity::Damaged(format!(
                         "{family} {} {chain} no longer jumps to {target}",

@@ -109,8 +109,7 @@ async fn incremental_equals_full() {
         rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
         ..Config::default()
     });
-    let histories =
-        proptest::collection::vec(proptest::collection::vec(edit(), 1..4), 2..5);
+    let histories = proptest::collection::vec(proptest::collection::vec(edit(), 1..4), 2..5);
     for case in 0..5 {
         let steps = histories.new_tree(&mut runner).unwrap().current();
         let mut tracker = tracker();
@@ -170,7 +169,12 @@ async fn a_refused_request_keeps_the_previous_state() {
     let before = snapshot(&ns).await;
     // One sync: a's real servers change (applied first, key order), then b's virtual server
     // is refused.
-    web(&mut tracker, "a", "172.30.0.10", &["10.180.0.1", "10.180.0.2"]);
+    web(
+        &mut tracker,
+        "a",
+        "172.30.0.10",
+        &["10.180.0.1", "10.180.0.2"],
+    );
     web(&mut tracker, "b", "172.30.0.99", &["10.180.0.3"]);
     let changes = tracker.drain();
     let error = dataplane
@@ -229,7 +233,12 @@ async fn connections_survive_churn() {
     }
     for round in 0..12 {
         let others = format!("172.30.1.{round}");
-        web(&mut tracker, &format!("other{round}"), &others, &["10.180.9.9"]);
+        web(
+            &mut tracker,
+            &format!("other{round}"),
+            &others,
+            &["10.180.9.9"],
+        );
         if round % 3 == 0 {
             tracker.delete_service("ns", &format!("other{}", round.max(1) - 1));
         }
@@ -242,9 +251,13 @@ async fn connections_survive_churn() {
         let changes = tracker.drain();
         dataplane.sync(&tracker.state(), &changes).await.unwrap();
         for (i, stream) in streams.iter_mut().enumerate() {
-            probe::echo(stream, format!("round {round}").as_bytes(), Duration::from_secs(2))
-                .await
-                .unwrap_or_else(|e| panic!("connection {i} broke in round {round}: {e}"));
+            probe::echo(
+                stream,
+                format!("round {round}").as_bytes(),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} broke in round {round}: {e}"));
         }
         let (_, fresh) = probe::open_stream(&world, &probe, Duration::from_secs(2))
             .await

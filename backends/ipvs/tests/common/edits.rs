@@ -102,4 +102,3 @@ pub fn apply_edit(tracker: &mut ServiceChangeTracker, edit: &Edit) {
         }
     }
 }
-

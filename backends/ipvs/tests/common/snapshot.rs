@@ -90,4 +90,3 @@ pub fn normalized(holdings: &Holdings) -> String {
     }
     out
 }
-

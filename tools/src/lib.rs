@@ -17,13 +17,17 @@ use kproxy_rig::{Error, Result};
 /// variants, and `none`.
 pub fn backend_help() -> String {
     let modes: Vec<String> = Mode::ALL.iter().map(ToString::to_string).collect();
-    let variants: Vec<String> = IptablesVariant::ALL
+    let variants: Vec<String> = ["iptables", "ipvs"]
         .iter()
-        .map(|variant| format!("iptables-{variant}"))
+        .flat_map(|mode| {
+            IptablesVariant::ALL
+                .iter()
+                .map(move |variant| format!("{mode}-{variant}"))
+        })
         .collect();
     format!(
-        "{} ({} force the iptables variant; plain iptables detects it), or `none` (programs \
-         nothing)",
+        "{} ({} force the iptables variant; plain iptables and ipvs detect it), or `none` \
+         (programs nothing)",
         modes.join(", "),
         variants.join(", ")
     )
@@ -49,12 +53,18 @@ impl ModeFactory {
     ///
     /// [`Error::Backend`] naming the known backends.
     pub fn from_name(name: &str, balancing: Option<Balancing>) -> Result<Self> {
-        let (mode, iptables_variant) = match name.strip_prefix("iptables-") {
-            Some(variant) => {
+        // `iptables-VARIANT` and `ipvs-VARIANT` force the variant of the iptables rules (the
+        // IPVS mode's helper rules): a kernel without nf_tables' ip family, as the test
+        // guest's, looks like a fresh nft node to the detection.
+        let forced = [("iptables-", Mode::Iptables), ("ipvs-", Mode::Ipvs)]
+            .into_iter()
+            .find_map(|(prefix, mode)| name.strip_prefix(prefix).map(|variant| (mode, variant)));
+        let (mode, iptables_variant) = match forced {
+            Some((mode, variant)) => {
                 let variant = variant.parse::<IptablesVariant>().map_err(|error| {
                     Error::Backend(format!("{error}; known: {}", backend_help()))
                 })?;
-                (Mode::Iptables, Some(variant))
+                (mode, Some(variant))
             }
             None => (
                 name.parse::<Mode>().map_err(|error| {
@@ -169,6 +179,7 @@ mod tests {
             ("nftables", Mode::Nftables, None),
             ("iptables", Mode::Iptables, None),
             ("ipvs", Mode::Ipvs, None),
+            ("ipvs-legacy", Mode::Ipvs, Some(IptablesVariant::Legacy)),
             ("iptables-nft", Mode::Iptables, Some(IptablesVariant::Nft)),
             (
                 "iptables-legacy",
@@ -185,7 +196,7 @@ mod tests {
         // The conformance kit matches `expectBy.ipvs` and `config.backend: ipvs` against it.
         assert_eq!(factory("ipvs", None).unwrap().mode(), "ipvs");
         assert!(backend_help().contains("ipvs"), "{}", backend_help());
-        for bad in ["iptables-xt", "bpf", "ipvs-nft"] {
+        for bad in ["iptables-xt", "bpf", "ipvs-xt"] {
             let Err(error) = factory(bad, None) else {
                 panic!("{bad} is not a backend");
             };

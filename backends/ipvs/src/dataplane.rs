@@ -559,7 +559,9 @@ fn set_ops(entries: &[FamilyEntry], add: bool) -> impl Iterator<Item = SetOp> + 
 
 /// Adds to `input` the jumps of `table` that `saved` lacks (first in their chain).
 fn add_missing_jumps(table: Table, saved: &SavedTable, input: &mut RestoreInput) {
-    for (jump_table, chain, target) in rules::JUMPS.iter().chain([&rules::FORWARD_JUMP]) {
+    // Each missing jump goes first in its chain: inserting in reverse keeps `JUMPS`' order
+    // (the firewall before the verdicts).
+    for (jump_table, chain, target) in rules::JUMPS.iter().rev().chain([&rules::FORWARD_JUMP]) {
         if *jump_table != table {
             continue;
         }

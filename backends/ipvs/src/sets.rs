@@ -1,5 +1,7 @@
-//! The ipsets of this mode: upstream's names and types where upstream has the set, two of our
-//! own for the verdicts upstream leaves to chance (see [`SetId::NoEndpoints`]).
+//! The ipsets of this mode: upstream's names and types where upstream has the set (SCTP node
+//! ports excepted: upstream keeps them in `hash:ip,port` sets named `…-SCTP-HASH`, here they
+//! are `bitmap:port` sets like TCP's and UDP's), and two of our own for the verdicts upstream
+//! leaves to chance (see [`SetId::NoEndpoints`]).
 
 use kproxy_core::IpFamily;
 

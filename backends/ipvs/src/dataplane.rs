@@ -344,8 +344,9 @@ impl IpvsDataplane {
                 Ok(())
             }
             Err(refused) => {
-                report.ipvs_requests += refused.applied + 1;
-                self.undo(&plan.undo(refused.applied)).await;
+                report.ipvs_requests += refused.applied + 1 + refused.applied_after.len();
+                self.undo(&plan.undo(refused.applied, &refused.applied_after))
+                    .await;
                 Err(refused.error)
             }
         }
@@ -403,7 +404,7 @@ impl IpvsDataplane {
             .collect();
         if let Err(error) = self.kernel.update_sets(&set_ops).await {
             let _ = self.kernel.update_sets(&undo_sets).await;
-            self.undo(&plan.undo(plan.ops.len())).await;
+            self.undo(&plan.undo(plan.ops.len(), &[])).await;
             return Err(error);
         }
         report.set_updates = set_ops.len();
@@ -414,7 +415,7 @@ impl IpvsDataplane {
                 .await
             {
                 let _ = self.kernel.update_sets(&undo_sets).await;
-                self.undo(&plan.undo(plan.ops.len())).await;
+                self.undo(&plan.undo(plan.ops.len(), &[])).await;
                 return Err(error);
             }
             report.address_changes = addresses_added.len() + addresses_removed.len();

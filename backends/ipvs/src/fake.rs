@@ -238,10 +238,15 @@ impl IpvsKernel for FakeIpvs {
                 state.refuse_at = None;
                 return Err(ApplyError {
                     applied,
+                    applied_after: Vec::new(),
                     error: refused(op.to_string()),
                 });
             }
-            Self::apply_one(&mut state, op).map_err(|error| ApplyError { applied, error })?;
+            Self::apply_one(&mut state, op).map_err(|error| ApplyError {
+                applied,
+                applied_after: Vec::new(),
+                error,
+            })?;
             state.requests += 1;
         }
         Ok(())

@@ -20,12 +20,16 @@ pub struct LocalAddress {
     pub addr: IpAddr,
 }
 
-/// Some requests of a batch were applied before the kernel refused one.
+/// The kernel refused a request of a batch.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct ApplyError {
-    /// How many requests of the batch were applied (the refused one is the next).
+    /// The index of the refused request: every one before it was applied.
     pub applied: usize,
+    /// Requests after the refused one that the kernel applied all the same (it goes on
+    /// after a refusal within one write); nothing after the write that held the refusal
+    /// was sent.
+    pub applied_after: Vec<usize>,
     /// Why the next one was refused, naming it.
     #[source]
     pub error: IpvsError,
@@ -43,8 +47,9 @@ pub trait IpvsKernel: Send {
     /// The real servers of one virtual server, with their connection counters.
     async fn real_servers(&mut self, key: &ServiceKey) -> Result<Vec<RealServerStatus>, IpvsError>;
 
-    /// Sends `ops` in order and stops at the first the kernel refuses. IPVS has no
-    /// transactions: the caller undoes what was applied.
+    /// Sends `ops` in order, in as few writes as the socket allows, and stops after the
+    /// write in which the kernel refused one. IPVS has no transactions: the caller undoes
+    /// what was applied ([`ApplyError`] says exactly which).
     async fn apply(&mut self, ops: &[IpvsOp]) -> Result<(), ApplyError>;
 
     /// The addresses of link `name`, `None` when there is no such link.

@@ -31,12 +31,16 @@ impl Plan {
         self.undo.push(undo);
     }
 
-    /// The requests that undo the first `applied` ones, in the order to send them.
-    pub(crate) fn undo(&self, applied: usize) -> Vec<IpvsOp> {
-        self.undo[..applied.min(self.undo.len())]
-            .iter()
+    /// The requests that undo the first `applied` ones and those of `also`, latest first.
+    pub(crate) fn undo(&self, applied: usize, also: &[usize]) -> Vec<IpvsOp> {
+        let mut indices: Vec<usize> = (0..applied.min(self.undo.len())).collect();
+        indices.extend(also.iter().copied().filter(|i| *i < self.undo.len()));
+        indices.sort_unstable();
+        indices.dedup();
+        indices
+            .into_iter()
             .rev()
-            .flat_map(|ops| ops.iter().cloned())
+            .flat_map(|i| self.undo[i].iter().cloned())
             .collect()
     }
 

@@ -233,6 +233,8 @@ async fn refusals(kernel: &mut NetlinkIpvs) {
     ];
     let error = kernel.apply(&ops).await.expect_err("a duplicate service");
     assert_eq!(error.applied, 1, "{error}");
+    // the kernel went on after the refusal within the write: the caller must know
+    assert_eq!(error.applied_after, [2], "{error}");
     let text = error.to_string();
     assert!(
         text.contains("add virtual server TCP 10.96.0.10:80") && text.contains("File exists"),
@@ -242,12 +244,22 @@ async fn refusals(kernel: &mut NetlinkIpvs) {
         matches!(error.error, IpvsError::Netlink { .. }),
         "{error:?}"
     );
-    // the op after the refused one was not sent
     let listed = weights(kernel, &cluster_ip.key).await;
     assert_eq!(
         listed,
-        [server("10.1.0.6", 8080, 0), server("10.1.0.9", 80, 1)]
+        [
+            server("10.1.0.6", 8080, 0),
+            server("10.1.0.9", 80, 1),
+            server("10.1.0.10", 80, 1)
+        ]
     );
+    kernel
+        .apply(&[IpvsOp::DeleteServer(
+            cluster_ip.key,
+            server("10.1.0.10", 80, 1),
+        )])
+        .await
+        .unwrap();
 
     let missing = tcp("10.96.0.99", 80);
     let error = kernel

@@ -127,21 +127,6 @@ impl NetlinkIpvs {
             source,
         })
     }
-
-    /// Sends one IPVS request and waits for its answer.
-    fn apply_one(&mut self, op: &IpvsOp) -> Result<(), IpvsError> {
-        self.on_ipvs(
-            || op.to_string(),
-            |socket, family| {
-                let mut batch = Batch::new(socket, 1);
-                ipvs::push_op(batch.buffer(), family, op)?;
-                match batch.send(socket)?.pop() {
-                    Some(Err(error)) => Err(NetlinkError::Kernel(error)),
-                    _ => Ok(()),
-                }
-            },
-        )
-    }
 }
 
 /// The socket in `slot`, opened first if it is not.
@@ -244,12 +229,49 @@ impl IpvsKernel for NetlinkIpvs {
             .collect()
     }
 
-    /// One request per write: the kernel goes on after a refused message of a write, so
-    /// with several per write the ops after a refused one would be applied unseen.
+    /// Many requests per write, each acknowledged. The kernel goes on after a refused
+    /// message of a write, so the acknowledgements say exactly which were applied; nothing is
+    /// sent after the write that held a refusal.
     async fn apply(&mut self, ops: &[IpvsOp]) -> Result<(), ApplyError> {
-        for (applied, op) in ops.iter().enumerate() {
-            self.apply_one(op)
-                .map_err(|error| ApplyError { applied, error })?;
+        for (chunk_index, chunk) in ops.chunks(BATCH_MESSAGES).enumerate() {
+            let start = chunk_index * BATCH_MESSAGES;
+            let answers = self
+                .on_ipvs(
+                    || format!("{} (one of {} IPVS requests)", chunk[0], chunk.len()),
+                    |socket, family| {
+                        let mut batch = Batch::new(socket, chunk.len());
+                        for op in chunk {
+                            ipvs::push_op(batch.buffer(), family, op)?;
+                        }
+                        batch.send(socket)
+                    },
+                )
+                .map_err(|error| ApplyError {
+                    applied: start,
+                    applied_after: Vec::new(),
+                    error,
+                })?;
+            if let Some(refused) = answers.iter().position(Result::is_err) {
+                let applied_after = answers
+                    .iter()
+                    .enumerate()
+                    .skip(refused + 1)
+                    .filter(|(_, answer)| answer.is_ok())
+                    .map(|(i, _)| start + i)
+                    .collect();
+                let source = match &answers[refused] {
+                    Err(error) => NetlinkError::Kernel(error.clone()),
+                    Ok(()) => unreachable!("position found an error"),
+                };
+                return Err(ApplyError {
+                    applied: start + refused,
+                    applied_after,
+                    error: IpvsError::Netlink {
+                        what: chunk[refused].to_string(),
+                        source,
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -307,18 +329,16 @@ impl IpvsKernel for NetlinkIpvs {
                     offset: None,
                 }),
             })?;
-        for addr in remove {
-            self.on_route(
-                || format!("remove address {addr} from link {name}"),
-                |socket| route::remove_address(socket, index, *addr),
-            )?;
-        }
-        for addr in add {
-            self.on_route(
-                || format!("add address {addr} to link {name}"),
-                |socket| route::add_address(socket, index, *addr),
-            )?;
-        }
+        self.on_route(
+            || {
+                format!(
+                    "change the addresses of link {name} ({} added, {} removed)",
+                    add.len(),
+                    remove.len()
+                )
+            },
+            |socket| route::change_addresses(socket, index, add, remove),
+        )?;
         Ok(())
     }
 

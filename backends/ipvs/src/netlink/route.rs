@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use kproxy_netlink::{NLM_F_CREATE, NLM_F_EXCL, NetlinkError, NetlinkSocket};
+use kproxy_netlink::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkError, NetlinkSocket,
+};
 use netlink_packet_core::{Emitable, Parseable};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
@@ -120,36 +122,38 @@ fn host_address(index: u32, addr: IpAddr) -> AddressMessage {
     message
 }
 
-/// Adds the host address `addr` to link `index`; an address already there is no error.
-pub(crate) fn add_address(
+/// Adds and removes host addresses of link `index` in batched writes (one request per
+/// address, each acknowledged); an address already there, or already gone, is no error.
+pub(crate) fn change_addresses(
     socket: &mut NetlinkSocket,
     index: u32,
-    addr: IpAddr,
+    add: &[IpAddr],
+    remove: &[IpAddr],
 ) -> Result<(), NetlinkError> {
-    let message = emit(&host_address(index, addr));
-    match exchange::request(
-        socket,
-        RTM_NEWADDR,
-        NLM_F_CREATE | NLM_F_EXCL,
-        &message,
-        |_| {},
-    ) {
-        Err(error) if kernel_errno(&error) == Some(EEXIST) => Ok(()),
-        other => other.map(drop),
+    let requests: Vec<(u16, u16, IpAddr, i32)> = remove
+        .iter()
+        .map(|addr| (RTM_DELADDR, 0, *addr, EADDRNOTAVAIL))
+        .chain(
+            add.iter()
+                .map(|addr| (RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, *addr, EEXIST)),
+        )
+        .collect();
+    for chunk in requests.chunks(exchange::BATCH_MESSAGES) {
+        let mut batch = exchange::Batch::new(socket, chunk.len());
+        for (kind, flags, addr, _) in chunk {
+            let message = emit(&host_address(index, *addr));
+            batch
+                .buffer()
+                .push(*kind, flags | NLM_F_REQUEST | NLM_F_ACK, &message, |_| {})?;
+        }
+        for ((_, _, _, harmless), answer) in chunk.iter().zip(batch.send(socket)?) {
+            match answer {
+                Err(error) if error.errno != *harmless => return Err(NetlinkError::Kernel(error)),
+                _ => {}
+            }
+        }
     }
-}
-
-/// Removes the host address `addr` from link `index`; an address not there is no error.
-pub(crate) fn remove_address(
-    socket: &mut NetlinkSocket,
-    index: u32,
-    addr: IpAddr,
-) -> Result<(), NetlinkError> {
-    let message = emit(&host_address(index, addr));
-    match exchange::request(socket, RTM_DELADDR, 0, &message, |_| {}) {
-        Err(error) if kernel_errno(&error) == Some(EADDRNOTAVAIL) => Ok(()),
-        other => other.map(drop),
-    }
+    Ok(())
 }
 
 /// Every link of the namespace: `(index, name)`.

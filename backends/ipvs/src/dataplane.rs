@@ -236,9 +236,11 @@ impl IpvsDataplane {
         report.tool_runs += 1;
         let mut node_ports = previous_node_ports(&listed);
         node_ports.extend(programmed_node_ports(&programmed));
-        let script = sets_script(&programmed, &listed);
+        let (script, set_ops) = sets_update(&programmed, &listed);
         self.kernel.restore_sets(&script).await?;
         report.tool_runs += 1;
+        self.kernel.update_sets(&set_ops).await?;
+        report.set_updates = set_ops.len();
 
         for family in self.families() {
             let ctx = self.context(family, state, Vec::new());
@@ -517,37 +519,48 @@ fn programmed_node_ports(programmed: &Programmed) -> Vec<(Protocol, u16)> {
         .collect()
 }
 
-/// The `ipset restore` script that creates every set and makes its members equal what is
-/// wanted, touching only members that differ.
-fn sets_script(programmed: &Programmed, listed: &BTreeMap<String, Vec<String>>) -> String {
-    let mut wanted: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+/// How a full sync makes the sets what is wanted: an `ipset restore` script that creates
+/// every set (the tool knows which revision of each type the kernel offers) and deletes
+/// members it cannot read back, and the member changes, sent over netlink in batches (one
+/// `ipset restore` line costs the tool a round trip to the kernel).
+fn sets_update(
+    programmed: &Programmed,
+    listed: &BTreeMap<String, Vec<String>>,
+) -> (String, Vec<SetOp>) {
+    let mut wanted: BTreeMap<&'static str, BTreeSet<SetEntry>> = BTreeMap::new();
     for (family, set, entry) in programmed.entries() {
-        wanted
-            .entry(set.name(*family))
-            .or_default()
-            .insert(entry.to_string());
+        wanted.entry(set.name(*family)).or_default().insert(*entry);
     }
     let mut script = String::new();
+    let mut ops = Vec::new();
     for spec in sets::all_specs() {
         script.push_str(&format!(
             "create {} {} comment -exist\n",
             spec.name,
             spec.create_args()
         ));
-        let have: BTreeSet<&String> = listed.get(spec.name).into_iter().flatten().collect();
-        let want = wanted.get(spec.name);
-        for member in want.into_iter().flatten() {
-            if !have.contains(member) {
-                script.push_str(&format!("add {} {member} -exist\n", spec.name));
+        let mut have = BTreeSet::new();
+        for member in listed.get(spec.name).into_iter().flatten() {
+            match SetEntry::parse(spec.kind, member) {
+                Ok(entry) => {
+                    have.insert(entry);
+                }
+                Err(_) => script.push_str(&format!("del {} {member} -exist\n", spec.name)),
             }
         }
-        for member in have {
-            if !want.is_some_and(|w| w.contains(member)) {
-                script.push_str(&format!("del {} {member} -exist\n", spec.name));
-            }
-        }
+        let want = wanted.remove(spec.name).unwrap_or_default();
+        ops.extend(want.difference(&have).map(|entry| SetOp {
+            set: spec,
+            entry: *entry,
+            add: true,
+        }));
+        ops.extend(have.difference(&want).map(|entry| SetOp {
+            set: spec,
+            entry: *entry,
+            add: false,
+        }));
     }
-    script
+    (script, ops)
 }
 
 fn set_ops(entries: &[FamilyEntry], add: bool) -> impl Iterator<Item = SetOp> + '_ {

@@ -93,6 +93,26 @@ impl MessageBuffer {
         self.messages
     }
 
+    /// Leaves the acknowledgement request (`NLM_F_ACK`) on the last message only. The kernel
+    /// answers a refused message whatever its flags and handles the messages of one write in
+    /// order, so the last one's acknowledgement says that every earlier one without an error
+    /// answer succeeded: one answer to read instead of one per message, which matters where
+    /// each read is a costly system call (a User-Mode Linux guest).
+    pub fn acknowledge_only_last(&mut self) {
+        let mut offset = 0;
+        let mut remaining = self.messages;
+        while remaining > 0 && offset + HEADER_LEN <= self.buf.len() {
+            let header = &mut self.buf[offset..offset + HEADER_LEN];
+            let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            remaining -= 1;
+            if remaining > 0 {
+                let flags = u16::from_ne_bytes([header[6], header[7]]) & !crate::NLM_F_ACK;
+                header[6..8].copy_from_slice(&flags.to_ne_bytes());
+            }
+            offset += len.next_multiple_of(4).max(HEADER_LEN);
+        }
+    }
+
     /// The sequence number the next message gets.
     pub fn next_seq(&self) -> u32 {
         self.next_seq

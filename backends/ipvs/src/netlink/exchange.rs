@@ -81,7 +81,7 @@ pub(crate) fn dump(
 /// below the socket's receive buffer.
 pub(crate) const BATCH_MESSAGES: usize = 1024;
 
-/// Requests written into one buffer, each with `NLM_F_ACK`, sent in one write.
+/// Requests written into one buffer and sent in one write, with one acknowledgement.
 #[derive(Debug)]
 pub(crate) struct Batch {
     buffer: MessageBuffer,
@@ -104,35 +104,34 @@ impl Batch {
         &mut self.buffer
     }
 
-    /// Sends the batch and returns the kernel's answer to each message, in order.
+    /// Sends the batch and returns the kernel's answer to each message, in order. Only the
+    /// last message asks for an acknowledgement: refusals are answered anyway, so a message
+    /// without an answer by the time the last one is acknowledged succeeded.
     pub(crate) fn send(
-        self,
+        mut self,
         socket: &mut NetlinkSocket,
     ) -> Result<Vec<Result<(), KernelError>>, NetlinkError> {
         let count = self.buffer.messages();
-        let mut answers: Vec<Option<Result<(), KernelError>>> = vec![None; count];
+        let mut answers: Vec<Result<(), KernelError>> = vec![Ok(()); count];
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(answers);
         }
+        self.buffer.acknowledge_only_last();
         socket.send(self.buffer.bytes())?;
-        let mut missing = count;
         let first_seq = self.first_seq;
         socket.receive_until("acknowledgements of a batch", |reply| {
             let index = reply.seq.wrapping_sub(first_seq) as usize;
-            let Some(slot) = answers.get_mut(index) else {
+            if index >= count {
                 return Ok(false);
-            };
-            if let Some(status) = reply.status()
-                && slot.is_none()
-            {
-                *slot = Some(status);
-                missing -= 1;
             }
-            Ok(missing == 0)
+            match reply.status() {
+                Some(status) => {
+                    answers[index] = status;
+                    Ok(index == count - 1)
+                }
+                None => Ok(false),
+            }
         })?;
-        Ok(answers
-            .into_iter()
-            .map(|answer| answer.unwrap_or(Ok(())))
-            .collect())
+        Ok(answers)
     }
 }

@@ -55,6 +55,9 @@ pub struct IpvsDataplane {
     draining: Draining,
     prepared: bool,
     last: SyncReport,
+    /// The state of the last successful sync (the drift check recomputes the node-port
+    /// addresses with it).
+    synced: ProxyState,
 }
 
 impl std::fmt::Debug for IpvsDataplane {
@@ -102,6 +105,7 @@ impl IpvsDataplane {
             draining: Draining::new(),
             prepared: false,
             last: SyncReport::default(),
+            synced: ProxyState::default(),
         })
     }
 
@@ -302,6 +306,7 @@ impl IpvsDataplane {
         report.address_changes = add.len() + remove.len();
         self.programmed = Some(programmed);
         self.last = report;
+        self.synced = state.clone();
         Ok(())
     }
 
@@ -369,11 +374,14 @@ impl IpvsDataplane {
             return self.full(state).await;
         };
         let mut report = SyncReport::default();
-        let node_ports = self.node_port_addresses(state).await?;
-        if changes.context_changed() || node_ports != programmed.node_port_addresses {
-            debug!("the node, its addresses or the service CIDRs changed: full sync");
+        if changes.context_changed() {
+            debug!("the node or the service CIDRs changed: full sync");
             return self.full(state).await;
         }
+        // The node's addresses are read at full syncs and checked by every drift check
+        // (`verify`), not here: the dump lists every service address too, which would make
+        // each partial sync cost as much as the cluster is large.
+        let node_ports = programmed.node_port_addresses.clone();
         self.reap_drained(&mut report).await?;
         let mut delta = Delta::default();
         for family in self.families() {
@@ -430,6 +438,7 @@ impl IpvsDataplane {
         }
         self.programmed = Some(programmed);
         self.last = report;
+        self.synced = state.clone();
         Ok(())
     }
 
@@ -445,6 +454,8 @@ impl IpvsDataplane {
     }
 
     async fn check_integrity(&mut self) -> Result<Integrity, IpvsError> {
+        let state = self.synced.clone();
+        let node_ports = self.node_port_addresses(&state).await?;
         let Some(programmed) = &self.programmed else {
             return Ok(Integrity::Damaged("nothing programmed yet".to_owned()));
         };
@@ -456,6 +467,11 @@ impl IpvsDataplane {
             return Ok(Integrity::Damaged(format!(
                 "address {missing} is missing from {DUMMY_LINK}"
             )));
+        }
+        if node_ports != programmed.node_port_addresses {
+            return Ok(Integrity::Damaged(
+                "the node's addresses changed (node ports answer on them)".to_owned(),
+            ));
         }
         let listed = self.kernel.virtual_servers().await?;
         let listed: BTreeMap<ServiceKey, _> = listed.into_iter().map(|s| (s.key, s)).collect();

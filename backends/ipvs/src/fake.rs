@@ -55,6 +55,17 @@ impl FakeIpvs {
         fake
     }
 
+    /// Replaces the namespace's addresses besides the dummy link (a node that got a new one).
+    pub fn set_addresses(&self, addresses: &[(&str, IpAddr)]) {
+        self.lock().other_addresses = addresses
+            .iter()
+            .map(|(link, addr)| LocalAddress {
+                link: (*link).to_owned(),
+                addr: *addr,
+            })
+            .collect();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

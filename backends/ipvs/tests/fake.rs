@@ -412,6 +412,19 @@ async fn drift_is_noticed_and_cleanup_spares_other_agents_servers() {
         Integrity::Damaged(what) if what.contains("PREROUTING")
     ));
 
+    // A new node address: node ports must answer there too.
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    kernel
+        .ipvs
+        .set_addresses(&[("eth0", ip(NODE_IP)), ("eth1", ip("192.168.1.2"))]);
+    assert!(matches!(
+        dataplane.verify().await.unwrap(),
+        Integrity::Damaged(what) if what.contains("addresses")
+    ));
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    assert_eq!(dataplane.verify().await.unwrap(), Integrity::Intact);
+    assert!(kernel.ipvs.sets()["KUBE-NO-LOCAL-ENDPOINTS"].contains("192.168.1.2,tcp:3001"));
+
     kernel.ipvs.add_foreign_service(foreign.clone());
     dataplane.full_sync(&tracker.state()).await.unwrap();
     dataplane.cleanup().await.unwrap();

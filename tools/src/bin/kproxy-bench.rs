@@ -482,7 +482,10 @@ async fn run(args: &Args) -> kproxy_rig::Result<()> {
     let mut endpoint_reports = SampleReports::default();
     for round in 0..args.repeats {
         let target = (round * 7_919) % args.services;
-        tracker.upsert_endpoint_slice(&slice(target, args.endpoints, round + 1));
+        // Generation 1 takes the first endpoint out of the rotation (not ready); every round
+        // targets another Service, so every sample is a real one-endpoint change (with
+        // `round + 1` every second round was a no-op: even generations equal generation 0).
+        tracker.upsert_endpoint_slice(&slice(target, args.endpoints, 1));
         let started = Instant::now();
         let changes = tracker.drain();
         dataplane

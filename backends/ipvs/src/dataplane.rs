@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use kproxy_core::plan::FamilyPlan;
 use kproxy_core::{
     ChangeSet, Dataplane, DataplaneError, Integrity, IpFamily, Protocol, ProxyConfig, ProxyState,
-    ServicePortName, ServicePortState,
 };
 use kproxy_iptables::{IptablesKernel, RestoreInput, SavedTable, Table};
 use tracing::{debug, warn};
@@ -21,7 +20,7 @@ use crate::marks::Marks;
 use crate::model::{IpvsOp, ServiceKey, SetEntry, SetOp};
 use crate::ops::{self, Draining, Plan};
 use crate::programmed::{Delta, FamilyEntry, Programmed};
-use crate::render::{self, FamilyContext, MARK_MASK, PortObjects};
+use crate::render::{self, FamilyContext, MARK_MASK};
 use crate::rules;
 use crate::sets;
 
@@ -147,22 +146,6 @@ impl IpvsDataplane {
         Ok(())
     }
 
-    fn context<'a>(
-        &'a self,
-        family: IpFamily,
-        state: &'a ProxyState,
-        node_port_addresses: Vec<IpAddr>,
-    ) -> FamilyContext<'a> {
-        let plan = FamilyPlan::new(family, &self.config, state);
-        let (if_local, _) = render::local_traffic_matches(&plan.local_traffic);
-        FamilyContext {
-            plan,
-            node_port_addresses,
-            scheduler: &self.settings.scheduler,
-            if_local,
-        }
-    }
-
     /// The addresses node ports answer on, per family, from the namespace's addresses.
     async fn node_port_addresses(
         &mut self,
@@ -175,31 +158,6 @@ impl IpvsDataplane {
             out.insert(family, node_port_addresses(&plan, &local));
         }
         Ok(out)
-    }
-
-    fn render(
-        &mut self,
-        state: &ProxyState,
-        name: &ServicePortName,
-        port: Option<&ServicePortState>,
-        family: IpFamily,
-        node_port_addresses: &[IpAddr],
-    ) -> Result<PortObjects, IpvsError> {
-        let key = (name.clone(), family);
-        let Some(port) = port else {
-            self.marks.release(&key);
-            return Ok(PortObjects::default());
-        };
-        let ctx = self.context(family, state, node_port_addresses.to_vec());
-        let needs_mark = render::needs_mark(&ctx.plan, port);
-        let mark = if needs_mark {
-            Some(self.marks.assign(&key)?)
-        } else {
-            self.marks.release(&key);
-            None
-        };
-        let ctx = self.context(family, state, node_port_addresses.to_vec());
-        Ok(render::render_port(&ctx, port, mark))
     }
 
     async fn full(&mut self, state: &ProxyState) -> Result<(), IpvsError> {
@@ -229,9 +187,11 @@ impl IpvsDataplane {
         let mut delta = Delta::default();
         for family in self.families() {
             let addresses = programmed.node_port_addresses[&family].clone();
+            let ctx = family_context(&self.config, &self.settings, family, state, addresses);
             for (name, port) in state.iter() {
-                let objects = self.render(state, name, Some(port), family, &addresses)?;
-                programmed.replace((name.clone(), family), objects, &mut delta);
+                let key = (name.clone(), family);
+                let objects = render::render_port(&ctx, &key, Some(port), &mut self.marks)?;
+                programmed.replace(key, objects, &mut delta);
             }
         }
 
@@ -247,7 +207,7 @@ impl IpvsDataplane {
         report.set_updates = set_ops.len();
 
         for family in self.families() {
-            let ctx = self.context(family, state, Vec::new());
+            let ctx = family_context(&self.config, &self.settings, family, state, Vec::new());
             let mut input = RestoreInput::default();
             rules::fixed_rules(&ctx, &mut input);
             rules::short_circuit_rules(&mut input, programmed.short_circuit_rules(family));
@@ -386,10 +346,12 @@ impl IpvsDataplane {
         let mut delta = Delta::default();
         for family in self.families() {
             let addresses = node_ports[&family].clone();
+            let ctx = family_context(&self.config, &self.settings, family, state, addresses);
             for (name, change) in changes.iter() {
+                let key = (name.clone(), family);
                 let objects =
-                    self.render(state, name, change.current.as_deref(), family, &addresses)?;
-                programmed.replace((name.clone(), family), objects, &mut delta);
+                    render::render_port(&ctx, &key, change.current.as_deref(), &mut self.marks)?;
+                programmed.replace(key, objects, &mut delta);
             }
         }
 
@@ -503,6 +465,24 @@ impl IpvsDataplane {
             }
         }
         Ok(Integrity::Intact)
+    }
+}
+
+/// One family's plan and what rendering needs besides, once per sync and family.
+fn family_context<'a>(
+    config: &ProxyConfig,
+    settings: &'a IpvsConfig,
+    family: IpFamily,
+    state: &'a ProxyState,
+    node_port_addresses: Vec<IpAddr>,
+) -> FamilyContext<'a> {
+    let plan = FamilyPlan::new(family, config, state);
+    let (if_local, _) = render::local_traffic_matches(&plan.local_traffic);
+    FamilyContext {
+        plan,
+        node_port_addresses,
+        scheduler: &settings.scheduler,
+        if_local,
     }
 }
 

@@ -16,7 +16,10 @@ use kproxy_core::plan::{
 use kproxy_core::{IpFamily, Protocol, ServicePortState};
 
 use crate::config::Scheduler;
+use crate::error::IpvsError;
+use crate::marks::Marks;
 use crate::model::{FLAG_PERSISTENT, RealServer, ServiceKey, SetEntry, VirtualServer};
+use crate::programmed::PortKey;
 use crate::sets::SetId;
 
 /// The bits of the packet mark that carry a short-circuit virtual server's mark. The low 16
@@ -88,25 +91,41 @@ pub(crate) fn local_traffic_matches(local: &LocalTraffic) -> (Option<String>, Op
     }
 }
 
-/// Whether the port's local traffic to its external destinations short-circuits to every
-/// endpoint, which needs a firewall mark.
-pub(crate) fn needs_mark(family: &FamilyPlan<'_>, state: &ServicePortState) -> bool {
-    PortPlan::new(family, state)
-        .and_then(|plan| plan.external)
-        .is_some_and(|external| external.short_circuit_local_traffic)
-}
-
-/// Renders one service port for one family; `mark` is its short-circuit mark when
-/// [`needs_mark`].
+/// Renders one service port for one family (`None`: the port is gone). A port whose local
+/// traffic short-circuits to every endpoint gets its firewall mark from `marks`; a port that
+/// no longer needs one gives it back.
 pub(crate) fn render_port(
     ctx: &FamilyContext<'_>,
+    key: &PortKey,
+    state: Option<&ServicePortState>,
+    marks: &mut Marks,
+) -> Result<PortObjects, IpvsError> {
+    let plan = state.and_then(|state| PortPlan::new(&ctx.plan, state).map(|plan| (state, plan)));
+    let needs_mark = plan.as_ref().is_some_and(|(_, plan)| {
+        plan.external
+            .as_ref()
+            .is_some_and(|external| external.short_circuit_local_traffic)
+    });
+    let mark = if needs_mark {
+        Some(marks.assign(key)?)
+    } else {
+        marks.release(key);
+        None
+    };
+    Ok(match plan {
+        Some((state, plan)) => render_plan(ctx, state, plan, mark),
+        None => PortObjects::default(),
+    })
+}
+
+/// Renders one planned port; `mark` is its short-circuit mark when it needs one.
+fn render_plan(
+    ctx: &FamilyContext<'_>,
     state: &ServicePortState,
+    plan: PortPlan<'_>,
     mark: Option<u32>,
 ) -> PortObjects {
     let mut out = PortObjects::default();
-    let Some(plan) = PortPlan::new(&ctx.plan, state) else {
-        return out;
-    };
     let protocol = plan.protocol;
     let entry = |ip: IpAddr, port: u16| SetEntry::IpPort { ip, protocol, port };
     let virtual_server = |key: ServiceKey| {

@@ -39,6 +39,17 @@ fn guest_demo_ipvs() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
+    // kube-proxy's own log, for whoever reads a failure (it lives in the guest's /run).
+    if let Some(log) = stdout
+        .split("(log: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+    {
+        println!(
+            "--- kube-proxy log\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
     assert!(
         out.status.success(),
         "kproxy-demo failed: {stderr}\n{stdout}"

@@ -68,6 +68,41 @@ impl ProxyProcess {
             })
     }
 
+    /// Waits until `/metrics` on [`METRICS_ADDRESS`] counts a finished sync (healthy comes
+    /// first: a proxy is healthy from its start until a sync is overdue).
+    ///
+    /// # Errors
+    ///
+    /// When no sync finished within `timeout`; the error carries the process's log.
+    pub async fn wait_synced(&self, node: &NetNs, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, metrics)) = http_get(node, METRICS_ADDRESS, "/metrics")
+                && metrics.lines().any(|line| {
+                    line.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count")
+                        && line
+                            .rsplit(' ')
+                            .next()
+                            .and_then(|count| count.parse::<f64>().ok())
+                            .is_some_and(|count| count > 0.0)
+                })
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = self
+                    .log
+                    .as_ref()
+                    .and_then(|path| std::fs::read_to_string(path).ok());
+                return Err(Error::World(format!(
+                    "no sync finished within {timeout:?}\nkube-proxy log:\n{}",
+                    log.unwrap_or_default()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The process id.
     pub fn id(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

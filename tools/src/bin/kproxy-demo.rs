@@ -169,6 +169,9 @@ async fn run(args: &Args) -> Result<()> {
         .wait_healthy(world.node(), Duration::from_secs(20))
         .await?;
     println!("healthz: 200");
+    proxy
+        .wait_synced(world.node(), Duration::from_secs(30))
+        .await?;
     if let Ok(text) = std::fs::read_to_string(&log)
         && let Some(line) = text.lines().find(|l| l.contains("iptables mode: using"))
     {

@@ -230,6 +230,44 @@ async fn a_cluster_becomes_virtual_servers_sets_and_addresses() {
     assert_eq!(dataplane.verify().await.unwrap(), Integrity::Intact);
 }
 
+/// The book's example (`book/src/ipvs-mode.md` includes the file): what the first full sync
+/// of [`cluster`] writes with iptables-restore, and the virtual servers it makes.
+#[tokio::test]
+async fn the_book_example_is_what_a_full_sync_writes() {
+    let mut tracker = tracker();
+    cluster(&mut tracker);
+    tracker.drain();
+    let (mut dataplane, kernel) = dataplane();
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    let inputs = kernel.iptables.inputs();
+    let mut text = inputs.last().expect("one restore").clone();
+    text.push_str("\n# virtual servers (scheduler, flags, persistence timeout) and real servers\n");
+    for (key, (vs, reals)) in kernel.ipvs.listing() {
+        text.push_str(&format!(
+            "{key} {} flags {:#x} timeout {}\n",
+            vs.scheduler, vs.flags, vs.timeout
+        ));
+        for real in reals {
+            text.push_str(&format!("  -> {real} weight {}\n", real.weight));
+        }
+    }
+    text.push_str("\n# ipset members\n");
+    for (name, members) in kernel.ipvs.sets() {
+        if !members.is_empty() {
+            let members: Vec<String> = members.into_iter().collect();
+            text.push_str(&format!("{name}: {}\n", members.join(" ")));
+        }
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/book-example.txt");
+    kproxy_rig::golden::assert_golden(
+        &path,
+        &text,
+        "the book's IPVS example",
+        "; the book includes the file",
+    );
+}
+
 #[tokio::test]
 async fn one_endpoint_change_is_one_request() {
     let mut tracker = tracker();

@@ -27,6 +27,20 @@ pub trait IptablesKernel: Send {
     /// One table's `iptables-save` output.
     async fn save(&mut self, family: IpFamily, table: Table) -> Result<String, IptablesError>;
 
+    /// The `iptables-save` output of each of `tables`, in order; a table the kernel does not
+    /// hold yet is empty text. The default saves them one by one.
+    async fn save_tables(
+        &mut self,
+        family: IpFamily,
+        tables: &[Table],
+    ) -> Result<Vec<String>, IptablesError> {
+        let mut saved = Vec::with_capacity(tables.len());
+        for table in tables {
+            saved.push(self.save(family, *table).await?);
+        }
+        Ok(saved)
+    }
+
     /// The rules (the arguments after `-A CHAIN`) of each of `chains` in `table`, `None` for
     /// a chain that does not exist: the drift check's one look at the kernel.
     async fn chains(
@@ -187,6 +201,22 @@ impl IptablesKernel for IptablesCommand {
         let args = ["-t", table.name()];
         let stdout = self.checked(program, &args, None).await?;
         Ok(String::from_utf8_lossy(&stdout).into_owned())
+    }
+
+    /// One whole save, split by table: one tool run instead of one per table (a whole save
+    /// lists only the tables that exist, so it creates none).
+    async fn save_tables(
+        &mut self,
+        family: IpFamily,
+        tables: &[Table],
+    ) -> Result<Vec<String>, IptablesError> {
+        let program = self.variant.binary(family, Tool::Save);
+        let stdout = self.checked(program, &[], None).await?;
+        let text = String::from_utf8_lossy(&stdout);
+        Ok(tables
+            .iter()
+            .map(|table| crate::save::table_of(&text, *table))
+            .collect())
     }
 
     async fn chains(

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::restore::Table;
+
 /// One table as `iptables-save -t TABLE` printed it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SavedTable {
@@ -103,6 +105,27 @@ pub fn normalize(saved: &str) -> String {
     out
 }
 
+/// The part of a whole `iptables-save` output that holds `table` (from its `*table` line to
+/// its `COMMIT`), empty when the output has no such table.
+pub(crate) fn table_of(saved: &str, table: Table) -> String {
+    let header = format!("*{}", table.name());
+    let mut out = String::new();
+    let mut inside = false;
+    for line in saved.lines() {
+        if line == header {
+            inside = true;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+            if line == "COMMIT" {
+                break;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +147,15 @@ mod tests {
         assert_eq!(normalize(a), normalize(b));
         assert!(normalize(a).ends_with("-j KUBE-NODEPORTS\n"));
         assert!(!normalize(a).contains("OTHER"));
+    }
+
+    #[test]
+    fn one_table_of_a_whole_save() {
+        let whole = "# Generated\n*mangle\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE-SERVICES\nCOMMIT\n";
+        assert_eq!(
+            table_of(whole, Table::Nat),
+            "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE-SERVICES\nCOMMIT\n"
+        );
+        assert_eq!(table_of(whole, Table::Filter), "");
     }
 }

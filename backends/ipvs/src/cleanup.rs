@@ -27,8 +27,10 @@ pub(crate) async fn remove_all(
 ) -> Result<(), IpvsError> {
     for family in families {
         let mut input = RestoreInput::default();
-        for table in [Table::Nat, Table::Mangle, Table::Filter] {
-            let saved = SavedTable::parse(&iptables.save(*family, table).await?);
+        let tables = [Table::Nat, Table::Mangle, Table::Filter];
+        let saved = iptables.save_tables(*family, &tables).await?;
+        for (table, text) in tables.into_iter().zip(saved) {
+            let saved = SavedTable::parse(&text);
             for (jump_table, chain, target) in rules::JUMPS.iter().chain([&rules::FORWARD_JUMP]) {
                 let jump = rules::jump_rule(target);
                 if *jump_table == table && saved.rules(chain).contains(&jump) {

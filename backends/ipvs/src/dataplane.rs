@@ -211,10 +211,11 @@ impl IpvsDataplane {
             let mut input = RestoreInput::default();
             rules::fixed_rules(&ctx, &mut input);
             rules::short_circuit_rules(&mut input, programmed.short_circuit_rules(family));
-            for table in [Table::Nat, Table::Mangle, Table::Filter] {
-                let saved = SavedTable::parse(&self.iptables.save(family, table).await?);
-                report.tool_runs += 1;
-                add_missing_jumps(table, &saved, &mut input);
+            let tables = [Table::Nat, Table::Mangle, Table::Filter];
+            let saved = self.iptables.save_tables(family, &tables).await?;
+            report.tool_runs += 1;
+            for (table, text) in tables.into_iter().zip(saved) {
+                add_missing_jumps(table, &SavedTable::parse(&text), &mut input);
             }
             self.iptables.restore(family, &input.render()).await?;
             report.tool_runs += 1;

@@ -4,6 +4,8 @@
 //! (`ipvsadm`, `ipset`, `ip`, `sysctl`), so the encoder cannot agree with a wrong decoder;
 //! one TCP connection through a virtual server proves the kernel forwards what was encoded.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -361,6 +363,61 @@ fn entry(kind: SetKind, text: &str) -> SetEntry {
     SetEntry::parse(kind, text).unwrap()
 }
 
+/// What `ipset save` run in the namespace prints: the `KUBE-*` sets, each with its members
+/// (the word after the set's name on its `add` lines; extensions such as `timeout 299` after
+/// it are left out, as `list_sets` leaves them).
+fn ipset_save(ns: &str) -> BTreeMap<String, Vec<String>> {
+    let text = sh(&format!("ip netns exec {ns} ipset save"));
+    let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["create", name, ..] if name.starts_with("KUBE-") => {
+                sets.entry((*name).to_owned()).or_default();
+            }
+            ["add", name, member, ..] if name.starts_with("KUBE-") => {
+                sets.entry((*name).to_owned())
+                    .or_default()
+                    .push((*member).to_owned());
+            }
+            _ => {}
+        }
+    }
+    sets
+}
+
+/// `list_sets` (an nfnetlink dump) and `ipset save` in the same namespace agree, member for
+/// member and in the same order; the listing.
+async fn listed_as_ipset_saves(kernel: &mut NetlinkIpvs) -> BTreeMap<String, Vec<String>> {
+    let started = Instant::now();
+    let listed = kernel.list_sets().await.expect("list");
+    let dumped = started.elapsed();
+    let started = Instant::now();
+    let saved = ipset_save(NS);
+    let members: usize = listed.values().map(Vec::len).sum();
+    eprintln!(
+        "{} sets, {members} members: listed in {dumped:.2?}, ipset save in {:.2?}",
+        listed.len(),
+        started.elapsed()
+    );
+    if listed != saved {
+        for name in listed.keys().chain(saved.keys()) {
+            let (ours, theirs) = (listed.get(name), saved.get(name));
+            if ours != theirs {
+                let head = |members: Option<&Vec<String>>| {
+                    members.map(|m| (m.len(), m.iter().take(5).cloned().collect::<Vec<_>>()))
+                };
+                panic!(
+                    "ipset {name}: list_sets {:?}, ipset save {:?}",
+                    head(ours),
+                    head(theirs)
+                );
+            }
+        }
+    }
+    listed
+}
+
 async fn ipsets(kernel: &mut NetlinkIpvs) {
     use IpFamily::{V4, V6};
     use SetKind::*;
@@ -407,7 +464,7 @@ async fn ipsets(kernel: &mut NetlinkIpvs) {
     kernel.restore_sets(&script).await.expect("restore");
     // -exist: the same script again is no error
     kernel.restore_sets(&script).await.expect("restore again");
-    let listed = kernel.list_sets().await.expect("list");
+    let listed = listed_as_ipset_saves(kernel).await;
     assert_eq!(listed.len(), sets.len(), "{listed:#?}");
     assert_eq!(listed["KUBE-T-IP"], ["10.0.0.99"]);
 
@@ -438,7 +495,7 @@ async fn ipsets(kernel: &mut NetlinkIpvs) {
         add: false,
     });
     kernel.update_sets(&ops).await.expect("update");
-    let listed = kernel.list_sets().await.expect("list");
+    let listed = listed_as_ipset_saves(kernel).await;
     for (set, first, _) in &sets {
         let members: Vec<SetEntry> = listed[set.name]
             .iter()
@@ -451,6 +508,8 @@ async fn ipsets(kernel: &mut NetlinkIpvs) {
             set.name
         );
     }
+
+    large_sets(kernel, &sets).await;
 
     let missing = spec("KUBE-T-NONE", HashIp, V4);
     let error = kernel
@@ -482,7 +541,10 @@ async fn ipsets(kernel: &mut NetlinkIpvs) {
 
     let destroy: String = sets
         .iter()
-        .map(|(set, _, _)| format!("destroy {}\n", set.name))
+        .map(|(set, _, _)| set.name)
+        .chain(LARGE_SETS.iter().map(|set| set.name))
+        .chain(["KUBE-T-EXTENSIONS"])
+        .map(|name| format!("destroy {name}\n"))
         .collect();
     kernel.restore_sets(&destroy).await.expect("destroy");
     assert!(kernel.list_sets().await.unwrap().is_empty());
@@ -491,6 +553,101 @@ async fn ipsets(kernel: &mut NetlinkIpvs) {
         .await
         .expect_err("bad script");
     assert!(matches!(error, IpvsError::Refused { .. }), "{error:?}");
+}
+
+const LARGE_SETS: [SetSpec; 2] = [
+    SetSpec {
+        name: "KUBE-T-LARGE",
+        kind: SetKind::HashIpPort,
+        family: IpFamily::V4,
+        comment: "test",
+    },
+    SetSpec {
+        name: "KUBE-6-T-LARGE",
+        kind: SetKind::HashIpPortNet,
+        family: IpFamily::V6,
+        comment: "test",
+    },
+];
+
+/// Every kind with several members, two sets of thousands (their dumps span many messages)
+/// and a set with extensions (timeouts, counters, comments), read back by `list_sets` as
+/// `ipset save` prints them.
+async fn large_sets(kernel: &mut NetlinkIpvs, sets: &[(SetSpec, &str, &str)]) {
+    let mut script: String = LARGE_SETS
+        .iter()
+        .map(|set| format!("create {} {}\n", set.name, set.create_args()))
+        .collect();
+    script.push_str(
+        "create KUBE-T-EXTENSIONS hash:ip,port family inet timeout 600 counters comment\n\
+         add KUBE-T-EXTENSIONS 10.0.0.1,tcp:80 timeout 300 comment \"a comment\"\n\
+         add KUBE-T-EXTENSIONS 10.0.0.2,udp:53 packets 7 bytes 700\n",
+    );
+    kernel
+        .restore_sets(&script)
+        .await
+        .expect("create large sets");
+    let mut ops: Vec<SetOp> = sets
+        .iter()
+        .map(|(set, _, second)| SetOp {
+            set: *set,
+            entry: entry(set.kind, second),
+            add: true,
+        })
+        .collect();
+    let [large, large6] = LARGE_SETS;
+    let (mut v4, mut v6) = (String::new(), String::new());
+    for i in 0..6_000u32 {
+        let protocol = ["tcp", "udp", "sctp"][i as usize % 3];
+        write!(
+            v4,
+            "10.{}.{}.{},{protocol}:{}",
+            i >> 16,
+            (i >> 8) & 0xff,
+            i & 0xff,
+            1 + i % 1000
+        )
+        .unwrap();
+        ops.push(SetOp {
+            set: large,
+            entry: entry(large.kind, &v4),
+            add: true,
+        });
+        v4.clear();
+        if i < 5_000 {
+            let net = if i % 2 == 0 {
+                format!("fd01:{i:x}::/64")
+            } else {
+                format!("fd02::{i:x}")
+            };
+            write!(v6, "fd00::{i:x},{protocol}:{},{net}", 30000 + i % 100).unwrap();
+            ops.push(SetOp {
+                set: large6,
+                entry: entry(large6.kind, &v6),
+                add: true,
+            });
+            v6.clear();
+        }
+    }
+    kernel.update_sets(&ops).await.expect("fill");
+
+    let listed = listed_as_ipset_saves(kernel).await;
+    assert_eq!(listed.len(), sets.len() + 3, "{:?}", listed.keys());
+    for (set, first, second) in sets {
+        let mut members: Vec<SetEntry> = listed[set.name]
+            .iter()
+            .map(|text| entry(set.kind, text))
+            .collect();
+        members.sort();
+        let mut want = vec![entry(set.kind, first), entry(set.kind, second)];
+        want.sort();
+        assert_eq!(members, want, "{}", set.name);
+    }
+    assert_eq!(listed[large.name].len(), 6_000);
+    assert_eq!(listed[large6.name].len(), 5_000);
+    let mut extensions = listed["KUBE-T-EXTENSIONS"].clone();
+    extensions.sort();
+    assert_eq!(extensions, ["10.0.0.1,tcp:80", "10.0.0.2,udp:53"]);
 }
 
 async fn sysctls(kernel: &mut NetlinkIpvs) {

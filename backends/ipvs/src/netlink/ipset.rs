@@ -1,19 +1,24 @@
 //! ipset's nfnetlink protocol (linux `include/uapi/linux/netfilter/ipset/ip_set.h`) for adding
-//! and deleting single entries, and the reading of `ipset save`'s output. Creating,
+//! and deleting single entries and for listing every set with its members. Creating,
 //! swapping and destroying whole sets goes through `ipset restore` (see `super::tool`): it
 //! is rare, and the tool knows every type's creation options.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use kproxy_core::{IpFamily, Protocol};
-use kproxy_netlink::{Attributes, MessageBuffer, NLM_F_ACK, NLM_F_REQUEST, NetlinkError};
+use kproxy_netlink::{
+    Attributes, MessageBuffer, NLM_F_ACK, NLM_F_REQUEST, NetlinkError, parse_attributes,
+};
 
+use crate::error::IpvsError;
 use crate::model::{SetEntry, SetKind, SetOp};
 
 /// `NFNL_SUBSYS_IPSET`: the high byte of an ipset message's type.
 const NFNL_SUBSYS_IPSET: u16 = 6;
-/// `IPSET_CMD_ADD`, `IPSET_CMD_DEL`.
+/// `IPSET_CMD_LIST`, `IPSET_CMD_ADD`, `IPSET_CMD_DEL`.
+const IPSET_CMD_LIST: u16 = 7;
 const IPSET_CMD_ADD: u16 = 9;
 const IPSET_CMD_DEL: u16 = 10;
 /// The protocol version sent: `IPSET_PROTOCOL_MIN` of kernels that speak version 7, and the
@@ -23,7 +28,10 @@ const PROTOCOL_VERSION: u8 = 6;
 /// Command attributes (`IPSET_ATTR_*`).
 const ATTR_PROTOCOL: u16 = 1;
 const ATTR_SETNAME: u16 = 2;
+const ATTR_TYPENAME: u16 = 3;
 const ATTR_DATA: u16 = 7;
+/// `IPSET_ATTR_ADT`: the members of a listed set, each an `IPSET_ATTR_DATA` nest.
+const ATTR_ADT: u16 = 8;
 /// Data attributes.
 const ATTR_IP: u16 = 1;
 const ATTR_PORT: u16 = 4;
@@ -133,27 +141,194 @@ pub(crate) fn push_op(buffer: &mut MessageBuffer, op: &SetOp) -> Result<u32, Net
     )
 }
 
-/// The sets named `KUBE-*` of an `ipset save` output, each with its members as printed
-/// (a set without members is there with none).
-pub(crate) fn parse_save(text: &str) -> BTreeMap<String, Vec<String>> {
-    let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("create"), Some(name), _) if name.starts_with("KUBE-") => {
-                sets.entry(name.to_owned()).or_default();
+/// The message type of a dump of every set (`IPSET_CMD_LIST`, with `NLM_F_DUMP`).
+pub(crate) fn list_kind() -> u16 {
+    (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST
+}
+
+/// The `struct nfgenmsg` of the dump request (the family is not looked at: every set is
+/// listed, bitmap ones included).
+pub(crate) fn list_header() -> [u8; 4] {
+    nfgenmsg(IpFamily::V4)
+}
+
+/// The dump request's attributes: the protocol version alone (no set name: every set).
+pub(crate) fn write_list_request(w: &mut Attributes<'_>) {
+    w.bytes(ATTR_PROTOCOL, &[PROTOCOL_VERSION]);
+}
+
+/// What a set's type name says of the kind of its members; `None` for a type this mode does
+/// not use.
+fn kind_of_type(name: &str) -> Option<SetKind> {
+    [
+        SetKind::HashIp,
+        SetKind::HashIpPort,
+        SetKind::HashIpPortIp,
+        SetKind::HashIpPortNet,
+        SetKind::BitmapPort,
+    ]
+    .into_iter()
+    .find(|kind| kind.type_name() == name)
+}
+
+/// A string attribute's text, without its NUL.
+fn text(payload: &[u8]) -> String {
+    let text = payload.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
+}
+
+/// An `IPSET_ATTR_IP`/`IPSET_ATTR_IP2` nest: one `IPSET_ATTR_IPADDR_IPV4` (4 bytes) or
+/// `IPSET_ATTR_IPADDR_IPV6` (16 bytes), in network byte order.
+fn decode_addr(nest: &[u8]) -> Result<IpAddr, String> {
+    for (kind, payload) in parse_attributes(nest) {
+        match kind {
+            ATTR_IPADDR_IPV4 => {
+                let octets: [u8; 4] = payload
+                    .try_into()
+                    .map_err(|_| format!("an IPv4 address of {} bytes", payload.len()))?;
+                return Ok(IpAddr::from(octets));
             }
-            (Some("add"), Some(name), Some(member)) if name.starts_with("KUBE-") => {
-                sets.entry(name.to_owned())
-                    .or_default()
-                    .push(member.to_owned());
+            ATTR_IPADDR_IPV6 => {
+                let octets: [u8; 16] = payload
+                    .try_into()
+                    .map_err(|_| format!("an IPv6 address of {} bytes", payload.len()))?;
+                return Ok(IpAddr::from(octets));
             }
             _ => {}
         }
     }
-    sets
+    Err("an address attribute without an address".to_owned())
 }
 
+fn decode_protocol(number: u8) -> Result<Protocol, String> {
+    match number {
+        6 => Ok(Protocol::Tcp),
+        17 => Ok(Protocol::Udp),
+        132 => Ok(Protocol::Sctp),
+        other => Err(format!("protocol {other}, which is none of tcp, udp, sctp")),
+    }
+}
+
+/// One member: the content of an `IPSET_ATTR_DATA` nest of a dump's `IPSET_ATTR_ADT`, for a
+/// set of `kind`. Extensions (timeout, counters, comment, skbinfo) and flags are not read.
+fn decode_entry(kind: SetKind, data: &[u8]) -> Result<SetEntry, String> {
+    let (mut ip, mut ip2, mut port, mut proto, mut cidr2) = (None, None, None, None, None);
+    for (attr, payload) in parse_attributes(data) {
+        match attr {
+            ATTR_IP => ip = Some(decode_addr(payload)?),
+            ATTR_IP2 => ip2 = Some(decode_addr(payload)?),
+            ATTR_PORT => {
+                let bytes: [u8; 2] = payload
+                    .try_into()
+                    .map_err(|_| format!("a port of {} bytes", payload.len()))?;
+                port = Some(u16::from_be_bytes(bytes));
+            }
+            ATTR_PROTO => proto = Some(*payload.first().ok_or("an empty protocol")?),
+            ATTR_CIDR2 => cidr2 = Some(*payload.first().ok_or("an empty prefix length")?),
+            _ => {}
+        }
+    }
+    let ip = || ip.ok_or("no address (IPSET_ATTR_IP)");
+    let ip2 = || ip2.ok_or("no second address (IPSET_ATTR_IP2)");
+    let port = || port.ok_or("no port (IPSET_ATTR_PORT)");
+    let protocol = || decode_protocol(proto.ok_or("no protocol (IPSET_ATTR_PROTO)")?);
+    Ok(match kind {
+        SetKind::HashIp => SetEntry::Ip(ip()?),
+        SetKind::BitmapPort => SetEntry::Port(port()?),
+        SetKind::HashIpPort => SetEntry::IpPort {
+            ip: ip()?,
+            protocol: protocol()?,
+            port: port()?,
+        },
+        SetKind::HashIpPortIp => SetEntry::IpPortIp {
+            ip: ip()?,
+            protocol: protocol()?,
+            port: port()?,
+            ip2: ip2()?,
+        },
+        SetKind::HashIpPortNet => {
+            let prefix = cidr2.ok_or("no prefix length (IPSET_ATTR_CIDR2)")?;
+            let addr = ip2()?;
+            SetEntry::IpPortNet {
+                ip: ip()?,
+                protocol: protocol()?,
+                port: port()?,
+                net: IpNet::new(addr, prefix)
+                    .map_err(|_| format!("the network {addr}/{prefix}"))?,
+            }
+        }
+    })
+}
+
+/// The sets named `KUBE-*` of an `IPSET_CMD_LIST` dump (the payloads of its messages, each
+/// after its `struct nfgenmsg`), each with its members as `ipset save` prints them (a set
+/// without members is there with none), in the dump's order.
+///
+/// A set's first message carries its header (type name, family, revision, `IPSET_ATTR_DATA`
+/// with the creation options) and the first members in `IPSET_ATTR_ADT`; a set too large for
+/// one message goes on in further messages with its name and more members only. Other sets
+/// are passed over whatever their type.
+///
+/// # Errors
+///
+/// [`IpvsError::Malformed`], naming the set, for a `KUBE-*` set of a type this mode does not
+/// use, a member that does not decode as its type's, or members before their set's header.
+pub(crate) fn decode_list(
+    payloads: &[Vec<u8>],
+) -> Result<BTreeMap<String, Vec<String>>, IpvsError> {
+    let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut kinds: HashMap<String, SetKind> = HashMap::new();
+    for payload in payloads {
+        let attributes = payload.get(4..).unwrap_or_default();
+        let (mut name, mut type_name, mut members) = (None, None, None);
+        for (kind, value) in parse_attributes(attributes) {
+            match kind {
+                ATTR_SETNAME => name = Some(text(value)),
+                ATTR_TYPENAME => type_name = Some(text(value)),
+                ATTR_ADT => members = Some(value),
+                _ => {}
+            }
+        }
+        let name = name.ok_or_else(|| {
+            IpvsError::Malformed("an ipset list message without a set name".to_owned())
+        })?;
+        if !name.starts_with("KUBE-") {
+            continue;
+        }
+        let kind = match type_name {
+            Some(type_name) => {
+                let kind = kind_of_type(&type_name).ok_or_else(|| {
+                    IpvsError::Malformed(format!(
+                        "ipset {name} is of type {type_name}, which this mode does not use"
+                    ))
+                })?;
+                kinds.insert(name.clone(), kind);
+                kind
+            }
+            None => *kinds.get(&name).ok_or_else(|| {
+                IpvsError::Malformed(format!(
+                    "ipset {name}: members listed before the set's header"
+                ))
+            })?,
+        };
+        let listed = sets.entry(name.clone()).or_default();
+        for (attr, data) in parse_attributes(members.unwrap_or_default()) {
+            if attr != ATTR_DATA {
+                continue;
+            }
+            let entry = decode_entry(kind, data).map_err(|problem| {
+                IpvsError::Malformed(format!(
+                    "member {} of ipset {} ({}) does not decode: {problem}",
+                    listed.len() + 1,
+                    name,
+                    kind.type_name()
+                ))
+            })?;
+            listed.push(entry.to_string());
+        }
+    }
+    Ok(sets)
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,20 +408,378 @@ mod tests {
         assert!(bytes.ends_with(&[12, 0, 7, 0x80, 6, 0, 4, 0x40, 0x75, 0x80, 0, 0]));
     }
 
+    /// `NLA_F_NET_BYTEORDER`, as the kernel flags addresses and ports.
+    const NET: u16 = 0x4000;
+
+    type Member<'a> = &'a dyn Fn(&mut Attributes<'_>);
+
+    fn addr(w: &mut Attributes<'_>, kind: u16, text: &str) {
+        let addr: IpAddr = text.parse().unwrap();
+        w.nest(kind, |w| match addr {
+            IpAddr::V4(v4) => {
+                w.bytes(1 | NET, &v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                w.bytes(2 | NET, &v6.octets());
+            }
+        });
+    }
+
+    fn port(w: &mut Attributes<'_>, port: u16) {
+        w.bytes(4 | NET, &port.to_be_bytes());
+    }
+
+    fn members(w: &mut Attributes<'_>, list: &[Member<'_>]) {
+        // IPSET_ATTR_ADT of IPSET_ATTR_DATA nests
+        w.nest(8, |w| {
+            for member in list {
+                w.nest(7, |w| member(w));
+            }
+        });
+    }
+
+    /// A set's first message as `ip_set_dump_do` writes it: nfgenmsg (`AF_INET` whatever the
+    /// set), protocol, name, type, family, revision, the header's `IPSET_ATTR_DATA`, then the
+    /// members.
+    fn first(name: &str, type_name: &str, family: u8, list: &[Member<'_>]) -> Vec<u8> {
+        let mut buf = vec![2, 0, 0, 0];
+        let mut w = Attributes::new(&mut buf);
+        w.bytes(1, &[6])
+            .string(2, name)
+            .string(3, type_name)
+            .bytes(5, &[family])
+            .bytes(4, &[3])
+            .nest(7, |w| {
+                w.u32_be(18, 1024).u32_be(19, 1 << 30).u32_be(24, 1);
+            });
+        members(&mut w, list);
+        w.finish().unwrap();
+        buf
+    }
+
+    /// A further message of a large set: protocol, name and more members only.
+    fn more(name: &str, list: &[Member<'_>]) -> Vec<u8> {
+        let mut buf = vec![2, 0, 0, 0];
+        let mut w = Attributes::new(&mut buf);
+        w.bytes(1, &[6]).string(2, name);
+        members(&mut w, list);
+        w.finish().unwrap();
+        buf
+    }
+
+    fn listed(payloads: &[Vec<u8>]) -> BTreeMap<String, Vec<String>> {
+        decode_list(payloads).unwrap()
+    }
+
+    fn error_of(payloads: &[Vec<u8>]) -> String {
+        decode_list(payloads).unwrap_err().to_string()
+    }
+
     #[test]
-    fn a_save_is_read_into_the_kube_sets_and_their_members() {
-        let saved = "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536\n\
-                     add KUBE-CLUSTER-IP 10.96.0.1,tcp:443\n\
-                     add KUBE-CLUSTER-IP 10.96.0.10,udp:53\n\
-                     create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024\n\
-                     create OTHER hash:ip family inet\n\
-                     add OTHER 1.2.3.4\n";
-        let sets = parse_save(saved);
-        assert_eq!(sets.len(), 2);
+    fn the_list_request_asks_a_dump_of_every_set() {
+        let mut buffer = MessageBuffer::new(1);
+        buffer
+            .push(
+                list_kind(),
+                NLM_F_REQUEST | kproxy_netlink::NLM_F_DUMP,
+                &list_header(),
+                write_list_request,
+            )
+            .unwrap();
+        let bytes = buffer.bytes();
+        assert_eq!(u16::from_ne_bytes([bytes[4], bytes[5]]), (6 << 8) | 7);
+        assert_eq!(&bytes[HEADER_LEN..], [2, 0, 0, 0, 5, 0, 1, 0, 6, 0, 0, 0]);
+    }
+
+    #[test]
+    fn hash_ip_members_of_both_families() {
+        let sets = listed(&[
+            first(
+                "KUBE-LOOP",
+                "hash:ip",
+                2,
+                &[
+                    &|w| {
+                        addr(w, 1, "10.0.0.1");
+                        w.u32_be(6, 300); // a timeout extension
+                    },
+                    &|w| addr(w, 1, "10.0.0.2"),
+                ],
+            ),
+            first(
+                "KUBE-6-LOOP",
+                "hash:ip",
+                10,
+                &[
+                    &|w| {
+                        addr(w, 1, "fd00::1");
+                        w.string(26, "a comment"); // IPSET_ATTR_COMMENT
+                    },
+                    &|w| addr(w, 1, "fd00::a:2"),
+                ],
+            ),
+        ]);
+        assert_eq!(sets["KUBE-LOOP"], ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(sets["KUBE-6-LOOP"], ["fd00::1", "fd00::a:2"]);
+    }
+
+    #[test]
+    fn hash_ip_port_members_of_both_families() {
+        let sets = listed(&[
+            first(
+                "KUBE-CLUSTER-IP",
+                "hash:ip,port",
+                2,
+                &[
+                    &|w| {
+                        addr(w, 1, "172.30.0.1");
+                        port(w, 80);
+                        w.bytes(7, &[6]);
+                    },
+                    &|w| {
+                        addr(w, 1, "172.30.0.2");
+                        port(w, 53);
+                        w.bytes(7, &[17]);
+                    },
+                ],
+            ),
+            first(
+                "KUBE-6-CLUSTER-IP",
+                "hash:ip,port",
+                10,
+                &[&|w| {
+                    addr(w, 1, "fd00::1");
+                    port(w, 8080);
+                    w.bytes(7, &[132]);
+                }],
+            ),
+        ]);
         assert_eq!(
             sets["KUBE-CLUSTER-IP"],
-            ["10.96.0.1,tcp:443", "10.96.0.10,udp:53"]
+            ["172.30.0.1,tcp:80", "172.30.0.2,udp:53"]
         );
-        assert!(sets["KUBE-LOOP-BACK"].is_empty());
+        assert_eq!(sets["KUBE-6-CLUSTER-IP"], ["fd00::1,sctp:8080"]);
+    }
+
+    #[test]
+    fn hash_ip_port_ip_members_of_both_families() {
+        // hash_ipportip*_data_list: IP, IP2, PORT, PROTO
+        let sets = listed(&[
+            first(
+                "KUBE-LOOP-BACK",
+                "hash:ip,port,ip",
+                2,
+                &[&|w| {
+                    addr(w, 1, "10.1.0.5");
+                    addr(w, 20, "10.1.0.6");
+                    port(w, 8080);
+                    w.bytes(7, &[6]);
+                }],
+            ),
+            first(
+                "KUBE-6-LOOP-BACK",
+                "hash:ip,port,ip",
+                10,
+                &[&|w| {
+                    addr(w, 1, "fd00::5");
+                    addr(w, 20, "fd00::5");
+                    port(w, 53);
+                    w.bytes(7, &[17]);
+                }],
+            ),
+        ]);
+        assert_eq!(sets["KUBE-LOOP-BACK"], ["10.1.0.5,tcp:8080,10.1.0.6"]);
+        assert_eq!(sets["KUBE-6-LOOP-BACK"], ["fd00::5,udp:53,fd00::5"]);
+    }
+
+    #[test]
+    fn hash_ip_port_net_members_of_both_families() {
+        // hash_ipportnet*_data_list: IP, IP2, PORT, CIDR2, PROTO, CADT_FLAGS
+        let sets = listed(&[
+            first(
+                "KUBE-LB-SRC",
+                "hash:ip,port,net",
+                2,
+                &[
+                    &|w| {
+                        addr(w, 1, "1.2.3.4");
+                        addr(w, 20, "10.0.0.0");
+                        port(w, 80);
+                        w.bytes(21, &[8]).bytes(7, &[6]).u32_be(8, 0);
+                    },
+                    &|w| {
+                        addr(w, 1, "1.2.3.4");
+                        addr(w, 20, "192.168.0.2");
+                        port(w, 80);
+                        w.bytes(21, &[32]).bytes(7, &[6]);
+                    },
+                ],
+            ),
+            first(
+                "KUBE-6-LB-SRC",
+                "hash:ip,port,net",
+                10,
+                &[
+                    &|w| {
+                        addr(w, 1, "fd00::4");
+                        addr(w, 20, "fd01::");
+                        port(w, 80);
+                        w.bytes(21, &[64]).bytes(7, &[17]);
+                    },
+                    &|w| {
+                        addr(w, 1, "fd00::4");
+                        addr(w, 20, "fd02::9");
+                        port(w, 80);
+                        w.bytes(21, &[128]).bytes(7, &[6]);
+                    },
+                ],
+            ),
+        ]);
+        assert_eq!(
+            sets["KUBE-LB-SRC"],
+            ["1.2.3.4,tcp:80,10.0.0.0/8", "1.2.3.4,tcp:80,192.168.0.2"]
+        );
+        assert_eq!(
+            sets["KUBE-6-LB-SRC"],
+            ["fd00::4,udp:80,fd01::/64", "fd00::4,tcp:80,fd02::9"]
+        );
+    }
+
+    #[test]
+    fn bitmap_port_members_have_no_family() {
+        let sets = listed(&[first(
+            "KUBE-NODE-PORT-TCP",
+            "bitmap:port",
+            0,
+            &[&|w| port(w, 30080), &|w| port(w, 30081)],
+        )]);
+        assert_eq!(sets["KUBE-NODE-PORT-TCP"], ["30080", "30081"]);
+    }
+
+    #[test]
+    fn a_large_set_goes_on_over_several_messages() {
+        let ip_port = |ip: &'static str, p: u16| {
+            move |w: &mut Attributes<'_>| {
+                addr(w, 1, ip);
+                port(w, p);
+                w.bytes(7, &[6]);
+            }
+        };
+        let (a, b, c, d) = (
+            ip_port("10.0.0.1", 1),
+            ip_port("10.0.0.2", 2),
+            ip_port("fd00::3", 3),
+            ip_port("fd00::4", 4),
+        );
+        let sets = listed(&[
+            first("KUBE-A", "hash:ip,port", 2, &[&a, &b]),
+            more("KUBE-A", &[&b, &a]),
+            more("KUBE-A", &[]),
+            first("KUBE-6-B", "hash:ip,port", 10, &[&c]),
+            more("KUBE-6-B", &[&d]),
+        ]);
+        assert_eq!(
+            sets["KUBE-A"],
+            [
+                "10.0.0.1,tcp:1",
+                "10.0.0.2,tcp:2",
+                "10.0.0.2,tcp:2",
+                "10.0.0.1,tcp:1"
+            ]
+        );
+        assert_eq!(sets["KUBE-6-B"], ["fd00::3,tcp:3", "fd00::4,tcp:4"]);
+        let error = error_of(&[more("KUBE-A", &[&a])]);
+        assert!(error.contains("KUBE-A"), "{error}");
+    }
+
+    #[test]
+    fn sets_of_others_are_passed_over_and_empty_sets_are_kept() {
+        let mut header_only = vec![2, 0, 0, 0];
+        let mut w = Attributes::new(&mut header_only);
+        w.bytes(1, &[6])
+            .string(2, "KUBE-EMPTY")
+            .string(3, "hash:ip")
+            .bytes(5, &[2]);
+        w.finish().unwrap();
+        let sets = listed(&[
+            first(
+                "OTHER",
+                "list:set",
+                0,
+                &[&|w| {
+                    w.string(17, "x");
+                }],
+            ),
+            header_only,
+            first("KUBE-EMPTY-6", "hash:ip,port,net", 10, &[]),
+        ]);
+        assert_eq!(sets.len(), 2, "{sets:?}");
+        assert!(sets["KUBE-EMPTY"].is_empty());
+        assert!(sets["KUBE-EMPTY-6"].is_empty());
+        assert!(listed(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_kube_set_of_a_type_this_mode_does_not_use_is_an_error_naming_it() {
+        let error = error_of(&[first("KUBE-NETS", "hash:net", 2, &[])]);
+        assert!(
+            error.contains("KUBE-NETS") && error.contains("hash:net"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_member_that_does_not_decode_is_an_error_naming_its_set() {
+        let cases: [(&str, Member<'_>, &str); 5] = [
+            (
+                "hash:ip,port",
+                &|w| {
+                    addr(w, 1, "10.0.0.1");
+                    port(w, 8);
+                    w.bytes(7, &[1]); // icmp
+                },
+                "protocol 1",
+            ),
+            (
+                "hash:ip,port",
+                &|w| {
+                    addr(w, 1, "10.0.0.1");
+                    w.bytes(7, &[6]);
+                },
+                "no port",
+            ),
+            (
+                "hash:ip",
+                &|w| {
+                    w.nest(1, |w| {
+                        w.bytes(1 | NET, &[10, 0, 0]);
+                    });
+                },
+                "3 bytes",
+            ),
+            (
+                "hash:ip,port,net",
+                &|w| {
+                    addr(w, 1, "1.2.3.4");
+                    addr(w, 20, "10.0.0.0");
+                    port(w, 80);
+                    w.bytes(21, &[33]).bytes(7, &[6]);
+                },
+                "10.0.0.0/33",
+            ),
+            ("bitmap:port", &|w| addr(w, 1, "10.0.0.1"), "no port"),
+        ];
+        for (type_name, member, problem) in cases {
+            let ok: Member<'_> = &|w| port(w, 1);
+            let payload = match type_name {
+                "bitmap:port" => first("KUBE-BAD", type_name, 0, &[ok, member]),
+                _ => first("KUBE-BAD", type_name, 2, &[member]),
+            };
+            let error = error_of(&[payload]);
+            assert!(
+                error.contains("ipset KUBE-BAD") && error.contains(problem),
+                "{type_name}: {error}"
+            );
+        }
     }
 }

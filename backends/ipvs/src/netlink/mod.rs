@@ -1,6 +1,7 @@
-//! [`NetlinkIpvs`]: the real kernel. IPVS over generic netlink, ipset entries over
-//! nfnetlink, the dummy link and its addresses over rtnetlink, each on a socket bound to the
-//! namespace; whole ipsets and sysctls through the tools, run in the namespace.
+//! [`NetlinkIpvs`]: the real kernel. IPVS over generic netlink, ipset entries and the listing
+//! of the sets over nfnetlink, the dummy link and its addresses over rtnetlink, each on a
+//! socket bound to the namespace; the creation of whole ipsets and sysctls through the tools,
+//! run in the namespace.
 
 mod exchange;
 mod genl;
@@ -362,9 +363,28 @@ impl IpvsKernel for NetlinkIpvs {
         )
     }
 
+    /// One `IPSET_CMD_LIST` dump of every set over nfnetlink (a large set spans many
+    /// messages), not `ipset save`: no tool to start, no text to print and read back.
     async fn list_sets(&mut self) -> Result<BTreeMap<String, Vec<String>>, IpvsError> {
-        let saved = self.tools.run("ipset", &["save"], None).await?;
-        Ok(ipset::parse_save(&String::from_utf8_lossy(&saved)))
+        let result =
+            open(&mut self.netfilter, NETLINK_NETFILTER, &self.namespace).and_then(|socket| {
+                exchange::dump(
+                    socket,
+                    ipset::list_kind(),
+                    &ipset::list_header(),
+                    ipset::write_list_request,
+                )
+            });
+        forget_if_broken(&mut self.netfilter, &result);
+        let what = || "list ipsets".to_owned();
+        let answers = result.map_err(|source| match source {
+            NetlinkError::Kernel(error) => ipset_refusal(what(), error),
+            source => IpvsError::Netlink {
+                what: what(),
+                source,
+            },
+        })?;
+        ipset::decode_list(&answers)
     }
 
     /// `ipset restore -exist`: creating a set that exists with the same type and options,

@@ -40,6 +40,8 @@ pub struct SyncReport {
     pub address_changes: usize,
     /// Tool runs (`ipset restore`, `iptables-restore`, `iptables-save`).
     pub tool_runs: usize,
+    /// Bytes of netlink requests written (IPVS, ipset and rtnetlink together).
+    pub netlink_bytes: u64,
 }
 
 /// The IPVS dataplane. See the crate documentation.
@@ -197,7 +199,6 @@ impl IpvsDataplane {
 
         // Sets first: the rules match them.
         let listed = self.kernel.list_sets().await?;
-        report.tool_runs += 1;
         let mut node_ports = previous_node_ports(&listed);
         node_ports.extend(programmed_node_ports(&programmed));
         let (script, set_ops) = sets_update(&programmed, &listed);
@@ -624,14 +625,20 @@ impl Dataplane for IpvsDataplane {
         state: &ProxyState,
         changes: &ChangeSet,
     ) -> Result<(), DataplaneError> {
-        self.partial(state, changes).await.map_err(|error| {
+        let before = self.kernel.bytes_sent();
+        let result = self.partial(state, changes).await;
+        self.last.netlink_bytes = self.kernel.bytes_sent() - before;
+        result.map_err(|error| {
             self.programmed = None;
             failed("IPVS sync failed", error)
         })
     }
 
     async fn full_sync(&mut self, state: &ProxyState) -> Result<(), DataplaneError> {
-        self.full(state).await.map_err(|error| {
+        let before = self.kernel.bytes_sent();
+        let result = self.full(state).await;
+        self.last.netlink_bytes = self.kernel.bytes_sent() - before;
+        result.map_err(|error| {
             self.programmed = None;
             failed("IPVS full sync failed", error)
         })

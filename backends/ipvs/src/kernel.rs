@@ -38,6 +38,12 @@ pub struct ApplyError {
 /// The kernel side of the IPVS mode, in one network namespace.
 #[async_trait]
 pub trait IpvsKernel: Send {
+    /// How many bytes of netlink requests this kernel handle wrote so far (benchmarks); 0
+    /// where nothing is written (a fake).
+    fn bytes_sent(&self) -> u64 {
+        0
+    }
+
     /// Checks that the kernel has IPVS and the tools are there.
     async fn check(&mut self) -> Result<(), IpvsError>;
 

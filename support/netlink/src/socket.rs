@@ -51,6 +51,7 @@ pub struct NetlinkSocket {
     seq: u32,
     send_buffer: usize,
     datagram: Vec<u8>,
+    bytes_sent: u64,
 }
 
 impl NetlinkSocket {
@@ -132,12 +133,18 @@ impl NetlinkSocket {
             seq: std::process::id().wrapping_mul(2_654_435_761),
             send_buffer: 0,
             datagram: Vec::with_capacity(DATAGRAM),
+            bytes_sent: 0,
         })
     }
 
     /// Sets how long a read waits.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout.max(Duration::from_millis(1));
+    }
+
+    /// How many bytes this socket wrote so far (for benchmarks: what a sync cost the wire).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
     }
 
     /// How long a read waits.
@@ -198,6 +205,7 @@ impl NetlinkSocket {
             .socket
             .send(bytes, 0)
             .map_err(|e| NetlinkError::socket("send", e))?;
+        self.bytes_sent += sent as u64;
         if sent != bytes.len() {
             return Err(NetlinkError::socket(
                 "send",

@@ -15,7 +15,8 @@
 //!
 //! In ipvs mode each line of a measured sync also gives what it sent to the kernel (the
 //! backend's sync report): `ipvs_requests` (netlink messages), `set_updates` (single ipset
-//! entries), `address_changes` (on `kube-ipvs0`) and `tool_runs`; for the single-change
+//! entries), `address_changes` (on `kube-ipvs0`), `tool_runs` and `netlink_bytes` (every
+//! netlink request written, IPVS, ipset and rtnetlink together); for the single-change
 //! measurements, one value per sample, in order.
 //!
 //! A failed bulk sync is reported (on stderr with its whole cause chain, and as a JSON line
@@ -295,12 +296,14 @@ async fn bulk(
 static IPVS_REPORTS: OnceLock<IpvsReports> = OnceLock::new();
 
 /// The figures of an ipvs-mode sync report, by name.
-fn report_figures(report: &kproxy_dataplanes::IpvsSyncReport) -> [(&'static str, usize); 4] {
+fn report_figures(report: &kproxy_dataplanes::IpvsSyncReport) -> [(&'static str, u64); 5] {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     [
-        ("ipvs_requests", report.ipvs_requests),
-        ("set_updates", report.set_updates),
-        ("address_changes", report.address_changes),
-        ("tool_runs", report.tool_runs),
+        ("ipvs_requests", count(report.ipvs_requests)),
+        ("set_updates", count(report.set_updates)),
+        ("address_changes", count(report.address_changes)),
+        ("tool_runs", count(report.tool_runs)),
+        ("netlink_bytes", report.netlink_bytes),
     ]
 }
 

@@ -44,6 +44,8 @@ pub struct NetlinkIpvs {
     ipvs_family: Option<u16>,
     netfilter: Option<NetlinkSocket>,
     route: Option<NetlinkSocket>,
+    /// Bytes written by sockets dropped after a transport error.
+    retired_bytes: u64,
 }
 
 impl NetlinkIpvs {
@@ -65,6 +67,7 @@ impl NetlinkIpvs {
             ipvs_family: None,
             netfilter: None,
             route: None,
+            retired_bytes: 0,
         }
     }
 
@@ -108,7 +111,7 @@ impl NetlinkIpvs {
     ) -> Result<T, IpvsError> {
         let (socket, family) = self.ipvs()?;
         let result = request(socket, family);
-        forget_if_broken(&mut self.generic, &result);
+        forget_if_broken(&mut self.generic, &mut self.retired_bytes, &result);
         result.map_err(|source| IpvsError::Netlink {
             what: what(),
             source,
@@ -122,7 +125,7 @@ impl NetlinkIpvs {
         request: impl FnOnce(&mut NetlinkSocket) -> Result<T, NetlinkError>,
     ) -> Result<T, IpvsError> {
         let result = open(&mut self.route, NETLINK_ROUTE, &self.namespace).and_then(request);
-        forget_if_broken(&mut self.route, &result);
+        forget_if_broken(&mut self.route, &mut self.retired_bytes, &result);
         result.map_err(|source| IpvsError::Netlink {
             what: what(),
             source,
@@ -145,11 +148,16 @@ fn open<'a>(
 
 /// Drops the socket after an error of its transport (not after a refusal: the kernel
 /// answered, and the socket is in order).
-fn forget_if_broken<T>(slot: &mut Option<NetlinkSocket>, result: &Result<T, NetlinkError>) {
+fn forget_if_broken<T>(
+    slot: &mut Option<NetlinkSocket>,
+    retired_bytes: &mut u64,
+    result: &Result<T, NetlinkError>,
+) {
     if let Err(error) = result
         && !matches!(error, NetlinkError::Kernel(_))
+        && let Some(socket) = slot.take()
     {
-        *slot = None;
+        *retired_bytes += socket.bytes_sent();
     }
 }
 
@@ -199,6 +207,15 @@ fn ipset_refusal(what: String, error: KernelError) -> IpvsError {
 
 #[async_trait]
 impl IpvsKernel for NetlinkIpvs {
+    fn bytes_sent(&self) -> u64 {
+        self.retired_bytes
+            + [&self.generic, &self.netfilter, &self.route]
+                .into_iter()
+                .flatten()
+                .map(NetlinkSocket::bytes_sent)
+                .sum::<u64>()
+    }
+
     async fn check(&mut self) -> Result<(), IpvsError> {
         self.ipvs()?;
         self.tools.run("ipset", &["version"], None).await.map(drop)
@@ -375,7 +392,7 @@ impl IpvsKernel for NetlinkIpvs {
                     ipset::write_list_request,
                 )
             });
-        forget_if_broken(&mut self.netfilter, &result);
+        forget_if_broken(&mut self.netfilter, &mut self.retired_bytes, &result);
         let what = || "list ipsets".to_owned();
         let answers = result.map_err(|source| match source {
             NetlinkError::Kernel(error) => ipset_refusal(what(), error),
@@ -409,7 +426,7 @@ impl IpvsKernel for NetlinkIpvs {
                     }
                     batch.send(socket)
                 });
-            forget_if_broken(&mut self.netfilter, &result);
+            forget_if_broken(&mut self.netfilter, &mut self.retired_bytes, &result);
             let describe = |op: &SetOp| {
                 let (verb, preposition) = if op.add {
                     ("add", "to")

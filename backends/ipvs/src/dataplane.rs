@@ -179,14 +179,14 @@ impl IpvsDataplane {
             .collect();
         let local = self.kernel.local_addresses().await?;
         let local_set: HashSet<IpAddr> = local.iter().map(|a| a.addr).collect();
-        let mut programmed = Programmed::default();
+        let mut programmed = Programmed::with_capacity(state.len());
         for family in self.families() {
             let plan = FamilyPlan::new(family, &self.config, state);
             programmed
                 .node_port_addresses
                 .insert(family, node_port_addresses(&plan, &local));
         }
-        let mut delta = Delta::default();
+        let mut delta = Delta::ignoring();
         for family in self.families() {
             let addresses = programmed.node_port_addresses[&family].clone();
             let ctx = family_context(&self.config, &self.settings, family, state, addresses);

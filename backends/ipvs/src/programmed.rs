@@ -31,6 +31,9 @@ pub(crate) struct Programmed {
 /// What replacing ports' objects changed: each touched object with its state before.
 #[derive(Debug, Default)]
 pub(crate) struct Delta {
+    /// Whether anything is recorded: a full sync compares with the kernel instead, and
+    /// recording every object of the cluster would only cost memory.
+    ignore: bool,
     services: BTreeMap<ServiceKey, Option<DesiredService>>,
     addresses: BTreeMap<IpAddr, bool>,
     entries: BTreeMap<FamilyEntry, bool>,
@@ -45,7 +48,46 @@ pub(crate) type ServiceChange<'a> = (
     Option<&'a DesiredService>,
 );
 
+impl Delta {
+    /// One of the delta's records, unless it ignores everything.
+    fn record<K>(
+        &mut self,
+        which: fn(&mut Delta) -> &mut BTreeMap<K, bool>,
+    ) -> Option<&mut BTreeMap<K, bool>> {
+        if self.ignore { None } else { Some(which(self)) }
+    }
+
+    fn addresses(&mut self) -> &mut BTreeMap<IpAddr, bool> {
+        &mut self.addresses
+    }
+
+    fn entries(&mut self) -> &mut BTreeMap<FamilyEntry, bool> {
+        &mut self.entries
+    }
+
+    /// A delta that records nothing (full syncs).
+    pub(crate) fn ignoring() -> Self {
+        Self {
+            ignore: true,
+            ..Self::default()
+        }
+    }
+}
+
 impl Programmed {
+    /// Room for the objects of `ports` service ports in each family, so that a full sync
+    /// does not grow the tables step by step (each step touches fresh memory, costly where a
+    /// page fault is, as in a User-Mode Linux guest).
+    pub(crate) fn with_capacity(ports: usize) -> Self {
+        Self {
+            ports: HashMap::with_capacity(ports),
+            services: HashMap::with_capacity(ports),
+            addresses: HashMap::with_capacity(ports),
+            entries: HashMap::with_capacity(ports * 3),
+            node_port_addresses: BTreeMap::new(),
+        }
+    }
+
     /// Every virtual server wanted.
     pub(crate) fn services(&self) -> impl Iterator<Item = (&ServiceKey, &DesiredService)> {
         self.services
@@ -86,7 +128,7 @@ impl Programmed {
     pub(crate) fn replace(&mut self, key: PortKey, objects: PortObjects, delta: &mut Delta) {
         let family = key.1;
         let old = self.ports.remove(&key).unwrap_or_default();
-        if old.short_circuit != objects.short_circuit {
+        if old.short_circuit != objects.short_circuit && !delta.ignore {
             delta.short_circuit.insert(family);
         }
         for service_key in old.services.keys() {
@@ -110,15 +152,25 @@ impl Programmed {
             entry.1 += 1;
         }
         for addr in &old.addresses {
-            touch(&mut self.addresses, &mut delta.addresses, *addr, false);
+            touch(
+                &mut self.addresses,
+                delta.record(Delta::addresses),
+                *addr,
+                false,
+            );
         }
         for addr in &objects.addresses {
-            touch(&mut self.addresses, &mut delta.addresses, *addr, true);
+            touch(
+                &mut self.addresses,
+                delta.record(Delta::addresses),
+                *addr,
+                true,
+            );
         }
         for (set, entry) in &old.entries {
             touch(
                 &mut self.entries,
-                &mut delta.entries,
+                delta.record(Delta::entries),
                 (family, *set, *entry),
                 false,
             );
@@ -126,7 +178,7 @@ impl Programmed {
         for (set, entry) in &objects.entries {
             touch(
                 &mut self.entries,
-                &mut delta.entries,
+                delta.record(Delta::entries),
                 (family, *set, *entry),
                 true,
             );
@@ -137,6 +189,9 @@ impl Programmed {
     }
 
     fn touch_service(&self, key: ServiceKey, delta: &mut Delta) {
+        if delta.ignore {
+            return;
+        }
         delta
             .services
             .entry(key)
@@ -167,16 +222,19 @@ impl Programmed {
     }
 }
 
-/// Counts `key` up or down, remembering in `touched` whether it was wanted before.
+/// Counts `key` up or down, remembering in `touched` (unless ignored) whether it was wanted
+/// before.
 fn touch<K: Copy + Eq + std::hash::Hash + Ord>(
     counts: &mut HashMap<K, usize>,
-    touched: &mut BTreeMap<K, bool>,
+    touched: Option<&mut BTreeMap<K, bool>>,
     key: K,
     up: bool,
 ) {
-    touched
-        .entry(key)
-        .or_insert_with(|| counts.contains_key(&key));
+    if let Some(touched) = touched {
+        touched
+            .entry(key)
+            .or_insert_with(|| counts.contains_key(&key));
+    }
     if up {
         *counts.entry(key).or_default() += 1;
     } else if let Some(count) = counts.get_mut(&key) {

@@ -42,6 +42,28 @@ pub(crate) fn is_large_cluster(state: &ProxyState) -> bool {
     })
 }
 
+/// The iptables matches of traffic from local pods and of the rest, `(local, not local)`;
+/// both `None` when the detector cannot tell in this family. The IPVS mode's helper rules use
+/// them too.
+pub fn local_traffic_matches(local: &LocalTraffic) -> (Option<String>, Option<String>) {
+    match local {
+        // iptables negates one address match only; upstream's detectors take one CIDR per
+        // family, and a second one of the same family is ignored here as there.
+        LocalTraffic::SourceCidrs(cidrs) => {
+            let cidr = cidrs[0];
+            (Some(format!("-s {cidr}")), Some(format!("! -s {cidr}")))
+        }
+        LocalTraffic::InterfacePrefix(prefix) => (
+            Some(format!("-i {prefix}+")),
+            Some(format!("! -i {prefix}+")),
+        ),
+        LocalTraffic::Bridge(bridge) => {
+            (Some(format!("-i {bridge}")), Some(format!("! -i {bridge}")))
+        }
+        LocalTraffic::Undetectable => (None, None),
+    }
+}
+
 impl<'a> FamilyContext<'a> {
     pub(crate) fn new(
         family: IpFamily,
@@ -52,22 +74,7 @@ impl<'a> FamilyContext<'a> {
         state: &'a ProxyState,
     ) -> Self {
         let plan = FamilyPlan::new(family, config, state);
-        let (if_local, if_not_local) = match &plan.local_traffic {
-            // iptables negates one address match only; upstream's detectors take one CIDR
-            // per family, and a second one of the same family is ignored here as there.
-            LocalTraffic::SourceCidrs(cidrs) => {
-                let cidr = cidrs[0];
-                (Some(format!("-s {cidr}")), Some(format!("! -s {cidr}")))
-            }
-            LocalTraffic::InterfacePrefix(prefix) => (
-                Some(format!("-i {prefix}+")),
-                Some(format!("! -i {prefix}+")),
-            ),
-            LocalTraffic::Bridge(bridge) => {
-                (Some(format!("-i {bridge}")), Some(format!("! -i {bridge}")))
-            }
-            LocalTraffic::Undetectable => (None, None),
-        };
+        let (if_local, if_not_local) = local_traffic_matches(&plan.local_traffic);
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let localhost_node_ports = settings.localhost_node_ports
             && family == IpFamily::V4

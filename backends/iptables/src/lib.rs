@@ -33,6 +33,7 @@ mod save;
 mod stats;
 mod variant;
 
+pub use context::local_traffic_matches;
 pub use dataplane::IptablesDataplane;
 pub use error::IptablesError;
 pub use fake::FakeIptables;

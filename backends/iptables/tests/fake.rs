@@ -11,6 +11,7 @@ use kproxy_core::{
 };
 use kproxy_iptables::{FakeIptables, IptablesConfig, IptablesDataplane, Table, normalize};
 use kproxy_objects as objects;
+use kproxy_objects::edits::{apply_edit, edit};
 use proptest::prelude::*;
 
 const NODE: &str = "test-hostname";
@@ -427,100 +428,6 @@ async fn crossing_the_large_cluster_threshold_rewrites_every_endpoint_rule() {
         let now = saved(&fake);
         assert_eq!(!now.contains("-> "), large, "large={large}");
         assert_eq!(normalize(&now), full_of(&tracker.state()).await);
-    }
-}
-
-/// One random edit of a small cluster.
-#[derive(Debug, Clone)]
-enum Edit {
-    Service {
-        index: usize,
-        kind: u8,
-        affinity: bool,
-        local: bool,
-    },
-    DeleteService(usize),
-    Endpoints {
-        index: usize,
-        endpoints: Vec<(u8, bool, bool)>,
-    },
-    DeleteSlice(usize),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (0..4usize, 0..4u8, any::<bool>(), any::<bool>()).prop_map(
-            |(index, kind, affinity, local)| {
-                Edit::Service {
-                    index,
-                    kind,
-                    affinity,
-                    local,
-                }
-            }
-        ),
-        (0..4usize).prop_map(Edit::DeleteService),
-        (
-            0..4usize,
-            proptest::collection::vec((0..6u8, any::<bool>(), any::<bool>()), 0..5)
-        )
-            .prop_map(|(index, endpoints)| Edit::Endpoints { index, endpoints }),
-        (0..4usize).prop_map(Edit::DeleteSlice),
-    ]
-}
-
-fn apply_edit(tracker: &mut ServiceChangeTracker, edit: &Edit) {
-    let name = |index: usize| format!("svc{index}");
-    match edit {
-        Edit::Service {
-            index,
-            kind,
-            affinity,
-            local,
-        } => {
-            let mut service = objects::service("ns", &name(*index))
-                .cluster_ip(&format!("172.30.0.{}", 10 + index))
-                .port("p80", 80, "TCP");
-            service = match kind {
-                0 => service,
-                1 => service.type_("NodePort").node_port(30000 + *index as i32),
-                2 => service
-                    .type_("LoadBalancer")
-                    .node_port(30000 + *index as i32)
-                    .load_balancer_ip(&format!("5.6.7.{index}"))
-                    .source_range("203.0.113.0/25"),
-                _ => service.external_ip(&format!("192.168.99.{index}")),
-            };
-            if *local && *kind != 0 {
-                service = service.external_policy_local();
-            }
-            if *affinity {
-                service = service.client_ip_affinity(Some(60));
-            }
-            tracker.upsert_service(&service.build());
-        }
-        Edit::DeleteService(index) => tracker.delete_service("ns", &name(*index)),
-        Edit::Endpoints { index, endpoints } => {
-            let mut slice = objects::slice("ns", &name(*index), &format!("{}-1", name(*index)))
-                .port("p80", 80, "TCP");
-            let mut seen = std::collections::BTreeSet::new();
-            for (host, ready, local) in endpoints {
-                if !seen.insert(*host) {
-                    continue;
-                }
-                let endpoint = objects::endpoint(&format!("10.180.{index}.{host}"))
-                    .node(if *local { NODE } else { "other-node" });
-                slice = slice.endpoint(if *ready {
-                    endpoint
-                } else {
-                    endpoint.terminating()
-                });
-            }
-            tracker.upsert_endpoint_slice(&slice.build());
-        }
-        Edit::DeleteSlice(index) => {
-            tracker.delete_endpoint_slice("ns", &format!("{}-1", name(*index)))
-        }
     }
 }
 

@@ -479,7 +479,7 @@ fn family_context<'a>(
     node_port_addresses: Vec<IpAddr>,
 ) -> FamilyContext<'a> {
     let plan = FamilyPlan::new(family, config, state);
-    let (if_local, _) = render::local_traffic_matches(&plan.local_traffic);
+    let (if_local, _) = kproxy_iptables::local_traffic_matches(&plan.local_traffic);
     FamilyContext {
         plan,
         node_port_addresses,

@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use kproxy_core::plan::{
-    ExternalDestination, FamilyPlan, Firewall, LocalTraffic, PlannedEndpoint, Policy, PortPlan,
-    Route,
+    ExternalDestination, FamilyPlan, Firewall, PlannedEndpoint, Policy, PortPlan, Route,
 };
 use kproxy_core::{IpFamily, Protocol, ServicePortState};
 
@@ -68,26 +67,6 @@ pub(crate) struct FamilyContext<'a> {
 impl FamilyContext<'_> {
     pub(crate) fn family(&self) -> IpFamily {
         self.plan.family
-    }
-}
-
-/// iptables matches of local-pod traffic and of the rest: (local, not local).
-pub(crate) fn local_traffic_matches(local: &LocalTraffic) -> (Option<String>, Option<String>) {
-    match local {
-        // iptables negates one address match only; upstream's detectors take one CIDR per
-        // family.
-        LocalTraffic::SourceCidrs(cidrs) => {
-            let cidr = cidrs[0];
-            (Some(format!("-s {cidr}")), Some(format!("! -s {cidr}")))
-        }
-        LocalTraffic::InterfacePrefix(prefix) => (
-            Some(format!("-i {prefix}+")),
-            Some(format!("! -i {prefix}+")),
-        ),
-        LocalTraffic::Bridge(bridge) => {
-            (Some(format!("-i {bridge}")), Some(format!("! -i {bridge}")))
-        }
-        LocalTraffic::Undetectable => (None, None),
     }
 }
 

@@ -13,7 +13,7 @@
 use kproxy_core::plan::ClusterIpMasquerade;
 use kproxy_iptables::{RestoreInput, Table};
 
-use crate::render::{FamilyContext, MARK_MASK, local_traffic_matches};
+use crate::render::{FamilyContext, MARK_MASK};
 use crate::sets::SetId;
 
 /// nat: the entry of service traffic, from PREROUTING and OUTPUT.
@@ -95,7 +95,7 @@ pub(crate) fn fixed_rules(ctx: &FamilyContext<'_>, input: &mut RestoreInput) {
         "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
             .to_owned(),
     );
-    let (_, if_not_local) = local_traffic_matches(&ctx.plan.local_traffic);
+    let (_, if_not_local) = kproxy_iptables::local_traffic_matches(&ctx.plan.local_traffic);
     let cluster_ip = set_match(ctx, SetId::ClusterIp, "dst,dst");
     match ctx.plan.cluster_ip_masquerade {
         ClusterIpMasquerade::All => nat(

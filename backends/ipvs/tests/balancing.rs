@@ -21,15 +21,12 @@ use kproxy_rig::{World, WorldSpec};
 
 mod common;
 use common::Ipvs;
+use common::ip;
 
 const NODE_IP: &str = "192.168.0.2";
 const CLUSTER_IP: &str = "172.30.0.10";
 const ENDPOINTS: [&str; 3] = ["10.180.0.1", "10.180.0.2", "10.180.0.3"];
 const CLIENTS: [&str; 3] = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
 
 fn config() -> ProxyConfig {
     ProxyConfig {
@@ -195,10 +192,5 @@ fn schedulers_persistence_and_draining_in_the_guest() {
 #[ignore = "runs inside the UML guest (see schedulers_persistence_and_draining_in_the_guest)"]
 fn guest_schedulers() {
     kproxy_guest::require_inside();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(guest_checks());
+    common::runtime().block_on(guest_checks());
 }

@@ -3,22 +3,22 @@
 //! requests undone, drift noticed, cleanup that leaves others' virtual servers alone.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use kproxy_core::{
     ChangeSet, ConversionOptions, Dataplane, Integrity, IpFamily, LocalTrafficDetector, NodeInfo,
     Protocol, ProxyConfig, ProxyState, ServiceChangeTracker,
 };
 use kproxy_iptables::{FakeIptables, Table};
-use kproxy_ipvs::model::{FLAG_PERSISTENT, RealServer, ServiceKey, VirtualServer};
+use kproxy_ipvs::model::{FLAG_PERSISTENT, ServiceKey, VirtualServer};
 use kproxy_ipvs::{DUMMY_LINK, FakeIpvs, IpvsConfig, IpvsDataplane, Scheduler};
 use kproxy_objects as objects;
 use proptest::prelude::*;
 
 mod common;
-use common::edits::{apply_edit, edit};
+use common::{ip, real, tcp};
+use kproxy_objects::edits::{apply_edit, edit};
 
-use common::edits::NODE;
+use kproxy_objects::edits::NODE;
 const NODE_IP: &str = "192.168.0.2";
 
 fn node() -> NodeInfo {
@@ -58,26 +58,6 @@ fn dataplane() -> (IpvsDataplane, Kernel) {
 
 fn tracker() -> ServiceChangeTracker {
     ServiceChangeTracker::new(node(), ConversionOptions::default())
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn tcp(addr: &str, port: u16) -> ServiceKey {
-    ServiceKey::Address {
-        protocol: Protocol::Tcp,
-        addr: ip(addr),
-        port,
-    }
-}
-
-fn real(addr: &str, port: u16, weight: u32) -> RealServer {
-    RealServer {
-        addr: ip(addr),
-        port,
-        weight,
-    }
 }
 
 /// Everything the kernels hold, normalized (see [`common::snapshot::normalized`]).

@@ -10,6 +10,9 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{ip, tcp};
+
 use kproxy_core::{IpFamily, Protocol};
 use kproxy_ipvs::model::{
     FLAG_PERSISTENT, FLAG_SCHED2, IpvsOp, RealServer, ServiceKey, SetEntry, SetKind, SetOp,
@@ -38,18 +41,6 @@ fn sh(command: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn tcp(addr: &str, port: u16) -> ServiceKey {
-    ServiceKey::Address {
-        protocol: Protocol::Tcp,
-        addr: ip(addr),
-        port,
-    }
 }
 
 fn service(key: ServiceKey, scheduler: &str, flags: u32, timeout: u32) -> VirtualServer {

@@ -23,8 +23,8 @@ use proptest::test_runner::{Config, TestRunner};
 
 mod common;
 use common::Ipvs;
-use common::edits::{NODE, apply_edit, edit};
 use common::snapshot::{Holdings, normalized};
+use kproxy_objects::edits::{NODE, apply_edit, edit};
 
 const NODE_IP: &str = "192.168.0.2";
 
@@ -276,14 +276,9 @@ fn syncs_against_the_real_kernel_in_the_guest() {
 #[ignore = "runs inside the UML guest (see syncs_against_the_real_kernel_in_the_guest)"]
 fn guest_syncs() {
     kproxy_guest::require_inside();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async {
-            a_refused_request_keeps_the_previous_state().await;
-            connections_survive_churn().await;
-            incremental_equals_full().await;
-        });
+    common::runtime().block_on(async {
+        a_refused_request_keeps_the_previous_state().await;
+        connections_survive_churn().await;
+        incremental_equals_full().await;
+    });
 }

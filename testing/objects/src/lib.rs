@@ -3,6 +3,7 @@
 //! synthetic clusters benchmarks load ([`synthetic`]). One set for every crate's tests.
 
 mod builders;
+pub mod edits;
 pub mod synthetic;
 
 pub use builders::{

@@ -3,12 +3,15 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 #![allow(missing_docs, unreachable_pub, reason = "test helpers")]
 
-pub mod edits;
 pub mod snapshot;
 
+use std::net::IpAddr;
+
 use kproxy_conformance::DataplaneFactory;
+use kproxy_core::Protocol;
 use kproxy_core::{Dataplane, ProxyConfig};
 use kproxy_iptables::{IptablesCommand, Tool, Variant};
+use kproxy_ipvs::model::{RealServer, ServiceKey};
 use kproxy_ipvs::{IpvsConfig, IpvsDataplane, NetlinkIpvs, Scheduler};
 use kproxy_rig::netns;
 
@@ -49,4 +52,34 @@ impl DataplaneFactory for Ipvs {
         .map_err(|e| kproxy_rig::Error::World(format!("cannot build the IPVS dataplane: {e}")))?;
         Ok(Box::new(dataplane))
     }
+}
+
+pub fn ip(text: &str) -> IpAddr {
+    text.parse().expect("an address")
+}
+
+/// The TCP virtual server `addr:port`.
+pub fn tcp(addr: &str, port: u16) -> ServiceKey {
+    ServiceKey::Address {
+        protocol: Protocol::Tcp,
+        addr: ip(addr),
+        port,
+    }
+}
+
+pub fn real(addr: &str, port: u16, weight: u32) -> RealServer {
+    RealServer {
+        addr: ip(addr),
+        port,
+        weight,
+    }
+}
+
+/// The runtime a guest-side test runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
 }

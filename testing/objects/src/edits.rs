@@ -1,9 +1,10 @@
-//! Random changes to a small cluster, for the incremental-equals-full checks.
+//! Random changes to a small cluster, for the backends' incremental-equals-full checks: a
+//! proptest strategy of edits (Services of each kind, with and without affinity and Local
+//! policy; endpoint sets; deletions) and their application to a tracker.
 
 use std::collections::BTreeSet;
 
 use kproxy_core::ServiceChangeTracker;
-use kproxy_objects as objects;
 use proptest::prelude::*;
 
 /// The node's name in these clusters.
@@ -12,17 +13,27 @@ pub const NODE: &str = "test-hostname";
 /// One change to the cluster.
 #[derive(Debug, Clone)]
 pub enum Edit {
+    /// Creates or replaces Service `svc{index}` (cluster IP `172.30.0.{10 + index}`, port 80).
     Service {
+        /// Which of four Services.
         index: usize,
+        /// 0 ClusterIP, 1 NodePort, 2 LoadBalancer with a source range, 3 external IP.
         kind: u8,
+        /// ClientIP affinity (60 s).
         affinity: bool,
+        /// `externalTrafficPolicy: Local` (kinds 1 to 3).
         local: bool,
     },
+    /// Deletes Service `svc{index}`.
     DeleteService(usize),
+    /// Replaces the endpoints of `svc{index}`'s slice: (host byte, ready, on this node).
     Endpoints {
+        /// Which Service.
         index: usize,
+        /// The endpoints (a repeated host byte counts once; not ready means terminating).
         endpoints: Vec<(u8, bool, bool)>,
     },
+    /// Deletes `svc{index}`'s slice.
     DeleteSlice(usize),
 }
 
@@ -57,7 +68,7 @@ pub fn apply_edit(tracker: &mut ServiceChangeTracker, edit: &Edit) {
             affinity,
             local,
         } => {
-            let mut service = objects::service("ns", &name(*index))
+            let mut service = crate::service("ns", &name(*index))
                 .cluster_ip(&format!("172.30.0.{}", 10 + index))
                 .port("p80", 80, "TCP");
             service = match kind {
@@ -80,15 +91,18 @@ pub fn apply_edit(tracker: &mut ServiceChangeTracker, edit: &Edit) {
         }
         Edit::DeleteService(index) => tracker.delete_service("ns", &name(*index)),
         Edit::Endpoints { index, endpoints } => {
-            let mut slice = objects::slice("ns", &name(*index), &format!("{}-1", name(*index)))
+            let mut slice = crate::slice("ns", &name(*index), &format!("{}-1", name(*index)))
                 .port("p80", 80, "TCP");
             let mut seen = BTreeSet::new();
             for (host, ready, local) in endpoints {
                 if !seen.insert(*host) {
                     continue;
                 }
-                let endpoint = objects::endpoint(&format!("10.180.{index}.{host}"))
-                    .node(if *local { NODE } else { "other-node" });
+                let endpoint = crate::endpoint(&format!("10.180.{index}.{host}")).node(if *local {
+                    NODE
+                } else {
+                    "other-node"
+                });
                 slice = slice.endpoint(if *ready {
                     endpoint
                 } else {

@@ -1,7 +1,8 @@
 //! Syncs against the real kernel, inside the UML guest: partial syncs after random changes
 //! leave the namespace as one full sync of the final state does (virtual and real servers,
 //! sets, addresses, rules); a request the kernel refuses in the middle of a partial sync leaves
-//! the previous state; live connections survive churn.
+//! the previous state; live connections survive churn; `cleanup()` leaves another agent's
+//! virtual server alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -199,6 +200,47 @@ async fn a_refused_request_keeps_the_previous_state() {
     assert_eq!(snapshot(&ns).await, full_of(&tracker.state()).await);
 }
 
+/// `cleanup()` removes this mode's rules, virtual servers, sets and link, and nothing else.
+async fn cleanup_removes_only_its_own() {
+    let mut tracker = tracker();
+    web(&mut tracker, "a", "172.30.0.10", &["10.180.0.1"]);
+    tracker.drain();
+    let (ns, mut dataplane) = node("ipvs-cleanup");
+    dataplane.full_sync(&tracker.state()).await.unwrap();
+    let mut kernel = NetlinkIpvs::in_netns(ns.name());
+    let foreign = VirtualServer {
+        key: ServiceKey::Address {
+            protocol: Protocol::Tcp,
+            addr: "10.99.0.1".parse().unwrap(),
+            port: 443,
+        },
+        scheduler: "wlc".into(),
+        flags: 0,
+        timeout: 0,
+    };
+    kernel
+        .apply(&[IpvsOp::AddService(foreign.clone())])
+        .await
+        .unwrap();
+    dataplane.cleanup().await.unwrap();
+    let left: Vec<ServiceKey> = kernel
+        .virtual_servers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|server| server.key)
+        .collect();
+    assert_eq!(left, [foreign.key], "another agent's virtual server stays");
+    assert_eq!(kernel.link_addresses(DUMMY_LINK).await.unwrap(), None);
+    assert!(kernel.list_sets().await.unwrap().is_empty());
+    let mut iptables = IptablesCommand::in_netns(Variant::Legacy, ns.name());
+    for table in [Table::Nat, Table::Mangle, Table::Filter] {
+        let saved = iptables.save(IpFamily::V4, table).await.unwrap();
+        assert!(!saved.contains("KUBE-"), "{saved}");
+    }
+    println!("cleanup left only the foreign virtual server");
+}
+
 /// Live connections to one Service survive syncs that change it and others.
 async fn connections_survive_churn() {
     const VIP: &str = "172.30.0.10";
@@ -278,6 +320,7 @@ fn guest_syncs() {
     kproxy_guest::require_inside();
     common::runtime().block_on(async {
         a_refused_request_keeps_the_previous_state().await;
+        cleanup_removes_only_its_own().await;
         connections_survive_churn().await;
         incremental_equals_full().await;
     });

@@ -170,14 +170,14 @@ impl IpvsDataplane {
         };
         self.prepare().await?;
         self.kernel.ensure_dummy_link(DUMMY_LINK).await?;
-        let bound: BTreeSet<IpAddr> = self
-            .kernel
-            .link_addresses(DUMMY_LINK)
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        // One dump of the namespace's addresses serves both: those on kube-ipvs0 and the
+        // node's own (it lists every service address, so a second dump would double the cost).
         let local = self.kernel.local_addresses().await?;
+        let bound: BTreeSet<IpAddr> = local
+            .iter()
+            .filter(|a| a.link == DUMMY_LINK)
+            .map(|a| a.addr)
+            .collect();
         let local_set: HashSet<IpAddr> = local.iter().map(|a| a.addr).collect();
         let mut programmed = Programmed::with_capacity(state.len());
         for family in self.families() {

@@ -5,25 +5,23 @@
 //! its endpoint's removal keeps working while the endpoint drains; a full sync after partial
 //! ones changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use kproxy_conformance::DataplaneFactory;
 use kproxy_core::{
-    ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, Protocol, ProxyConfig,
+    ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, ProxyConfig,
     ServiceChangeTracker,
 };
 use kproxy_objects as objects;
+use kproxy_rig::World;
 use kproxy_rig::probe::{self, Outcome, Probe};
-use kproxy_rig::{World, WorldSpec};
 
 mod common;
 use common::Ipvs;
-use common::ip;
+use common::{NODE_IP, ip};
 
-const NODE_IP: &str = "192.168.0.2";
 const CLUSTER_IP: &str = "172.30.0.10";
 const ENDPOINTS: [&str; 3] = ["10.180.0.1", "10.180.0.2", "10.180.0.3"];
 const CLIENTS: [&str; 3] = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
@@ -37,20 +35,7 @@ fn config() -> ProxyConfig {
 }
 
 async fn make_world() -> World {
-    let mut interfaces = BTreeMap::new();
-    interfaces.insert(
-        "eth0".to_owned(),
-        vec![format!("{NODE_IP}/24").parse::<IpNet>().unwrap()],
-    );
-    let mut spec = WorldSpec::new(interfaces);
-    spec.pod_networks = vec!["10.0.0.0/8".parse().unwrap()];
-    for endpoint in ENDPOINTS {
-        spec.endpoint(ip(endpoint), 80, Protocol::Tcp);
-    }
-    for client in CLIENTS {
-        spec.probe(&Probe::tcp(ip(client), ip(CLUSTER_IP), 80));
-    }
-    World::build(spec).await.expect("a world")
+    common::one_node_world(&ENDPOINTS, &CLIENTS, CLUSTER_IP).await
 }
 
 fn tracker(affinity: bool, endpoints: &[&str]) -> ServiceChangeTracker {

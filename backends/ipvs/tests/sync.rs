@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use kproxy_conformance::DataplaneFactory;
 use kproxy_core::{
     ChangeSet, ConversionOptions, Dataplane, IpFamily, LocalTrafficDetector, NodeInfo, Protocol,
@@ -17,17 +16,15 @@ use kproxy_iptables::{IptablesCommand, IptablesKernel, Table, Variant};
 use kproxy_ipvs::model::{IpvsOp, ServiceKey, VirtualServer};
 use kproxy_ipvs::{DUMMY_LINK, IpvsKernel, NetlinkIpvs};
 use kproxy_objects as objects;
+use kproxy_rig::NetNs;
 use kproxy_rig::probe::{self, Probe};
-use kproxy_rig::{NetNs, World, WorldSpec};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
 
 mod common;
-use common::Ipvs;
 use common::snapshot::{Holdings, normalized};
+use common::{Ipvs, NODE_IP};
 use kproxy_objects::edits::{NODE, apply_edit, edit};
-
-const NODE_IP: &str = "192.168.0.2";
 
 fn config() -> ProxyConfig {
     ProxyConfig {
@@ -245,19 +242,8 @@ async fn cleanup_removes_only_its_own() {
 async fn connections_survive_churn() {
     const VIP: &str = "172.30.0.10";
     let endpoints = ["10.180.0.1", "10.180.0.2", "10.180.0.3"];
-    let mut interfaces = BTreeMap::new();
-    interfaces.insert(
-        "eth0".to_owned(),
-        vec![format!("{NODE_IP}/24").parse::<IpNet>().unwrap()],
-    );
-    let mut spec = WorldSpec::new(interfaces);
-    spec.pod_networks = vec!["10.0.0.0/8".parse().unwrap()];
-    for endpoint in endpoints {
-        spec.endpoint(endpoint.parse().unwrap(), 80, Protocol::Tcp);
-    }
     let client = "10.0.0.21".parse().unwrap();
-    spec.probe(&Probe::tcp(client, VIP.parse().unwrap(), 80));
-    let world = World::build(spec).await.unwrap();
+    let world = common::one_node_world(&endpoints, &["10.0.0.21"], VIP).await;
     let mut dataplane = Ipvs { scheduler: "rr" }
         .build(&config(), world.node_netns())
         .unwrap();

@@ -7,6 +7,7 @@ pub mod snapshot;
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use kproxy_conformance::DataplaneFactory;
 use kproxy_core::Protocol;
 use kproxy_core::{Dataplane, ProxyConfig};
@@ -14,6 +15,8 @@ use kproxy_iptables::{IptablesCommand, Tool, Variant};
 use kproxy_ipvs::model::{RealServer, ServiceKey};
 use kproxy_ipvs::{IpvsConfig, IpvsDataplane, NetlinkIpvs, Scheduler};
 use kproxy_rig::netns;
+use kproxy_rig::probe::Probe;
+use kproxy_rig::{World, WorldSpec};
 
 /// Builds the IPVS dataplane for a scenario's node namespace. The guest's kernel has no
 /// nftables `ip` family, so the helper rules go through iptables-legacy.
@@ -82,4 +85,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a runtime")
+}
+
+/// The node's address in the worlds of [`one_node_world`].
+pub const NODE_IP: &str = "192.168.0.2";
+
+/// A world of one node (`eth0` at [`NODE_IP`]/24, pods in 10.0.0.0/8) with TCP port 80
+/// servers at `endpoints` and pod clients at `clients` probing `vip:80`.
+pub async fn one_node_world(endpoints: &[&str], clients: &[&str], vip: &str) -> World {
+    let mut interfaces = std::collections::BTreeMap::new();
+    interfaces.insert(
+        "eth0".to_owned(),
+        vec![format!("{NODE_IP}/24").parse::<IpNet>().expect("a network")],
+    );
+    let mut spec = WorldSpec::new(interfaces);
+    spec.pod_networks = vec!["10.0.0.0/8".parse().expect("a network")];
+    for endpoint in endpoints {
+        spec.endpoint(ip(endpoint), 80, Protocol::Tcp);
+    }
+    for client in clients {
+        spec.probe(&Probe::tcp(ip(client), ip(vip), 80));
+    }
+    World::build(spec).await.expect("a world")
 }
